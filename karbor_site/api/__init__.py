@@ -1,0 +1,1 @@
+"""Shared API plumbing: Karbor envelopes, OpenStack faults, pagination, tenancy-aware viewsets."""

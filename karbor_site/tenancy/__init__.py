@@ -1,0 +1,1 @@
+"""Projects, memberships with roles, and API tokens."""
