@@ -1,10 +1,45 @@
 """The Celery application shared by the worker, beat and the API (which only enqueues)."""
 import os
+import socket
 
 from celery import Celery
+from celery.signals import beat_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "karbor_site.settings")
 
 app = Celery("karbor")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _start_heartbeat(host: str, binary: str) -> None:
+    # Imported late: Django must be set up (the worker does it before these signals fire).
+    from protection.registry import Heartbeat
+
+    heartbeat = Heartbeat(host=host, binary=binary)
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
+
+
+_heartbeats: list = []
+
+
+@worker_ready.connect
+def register_worker(sender=None, **kwargs) -> None:
+    """Every worker appears in `services` (GET /os-services) and heartbeats while it lives."""
+    from protection.registry import PROTECTION_BINARY
+
+    _start_heartbeat(getattr(sender, "hostname", None) or socket.gethostname(), PROTECTION_BINARY)
+
+
+@beat_init.connect
+def register_beat(sender=None, **kwargs) -> None:
+    from protection.registry import OPERATION_ENGINE_BINARY
+
+    _start_heartbeat(socket.gethostname(), OPERATION_ENGINE_BINARY)
+
+
+@worker_shutdown.connect
+def stop_heartbeats(**kwargs) -> None:
+    for heartbeat in _heartbeats:
+        heartbeat.stop()

@@ -228,3 +228,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("KARBOR_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- quotas and the worker registry -------------------------------------------------
+KARBOR_QUOTA_PLANS = env_int("KARBOR_QUOTA_PLANS", 50, minimum=-1)
+KARBOR_QUOTA_CHECKPOINTS = env_int("KARBOR_QUOTA_CHECKPOINTS", -1, minimum=-1)
+KARBOR_SERVICE_REPORT_INTERVAL = env_int("KARBOR_SERVICE_REPORT_INTERVAL", 10, minimum=1)
+KARBOR_SERVICE_DOWN_TIME = env_int("KARBOR_SERVICE_DOWN_TIME", 60, minimum=2)

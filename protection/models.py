@@ -1,14 +1,19 @@
-"""The ``services`` seed table (the worker registry). Checkpoint catalog tables come with the flows."""
+"""Protection tables: the worker registry (``services`` seed table), the checkpoint catalog,
+operation logs, verifications and quotas (Karbor's later tables)."""
 from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
 
-from karbor_site.db import SoftDeleteModel
+from karbor_site.db import JSONTextField, SoftDeleteModel, new_uuid
 
 
 class Service(SoftDeleteModel):
-    """A registered worker process (``karbor-protection``) or scheduler (``karbor-operationengine``)."""
+    """A registered worker process (``karbor-protection``) or scheduler (``karbor-operationengine``).
+
+    ``modified_at`` is the last heartbeat; a service whose heartbeat is older than
+    KARBOR_SERVICE_DOWN_TIME is reported ``down``.
+    """
 
     id = models.AutoField(primary_key=True)
     host = models.CharField(max_length=255)
@@ -26,3 +31,135 @@ class Service(SoftDeleteModel):
 
     def __str__(self) -> str:
         return f"{self.binary}@{self.host}"
+
+
+class CheckpointStatus(models.TextChoices):
+    PROTECTING = "protecting", "protecting"
+    AVAILABLE = "available", "available"
+    ERROR = "error", "error"
+    DELETING = "deleting", "deleting"
+    DELETED = "deleted", "deleted"
+    ERROR_DELETING = "error-deleting", "error-deleting"
+    WAIT_COPYING = "wait_copying", "wait_copying"
+    COPYING = "copying", "copying"
+
+
+class Checkpoint(SoftDeleteModel):
+    """Catalog row of a checkpoint. The bank's manifest is the truth; this table can be rebuilt from it."""
+
+    id = models.CharField(max_length=36, primary_key=True, default=new_uuid)
+    project_id = models.CharField(max_length=255, db_index=True)
+    provider_id = models.CharField(max_length=36, db_index=True)
+    plan_id = models.CharField(max_length=36, db_index=True)
+    status = models.CharField(max_length=64, choices=CheckpointStatus.choices, default=CheckpointStatus.PROTECTING)
+    status_reason = models.TextField(blank=True, default="")
+    protection_plan = JSONTextField(default=dict)
+    resource_graph = JSONTextField(null=True, blank=True)
+    resources_status = JSONTextField(default=dict)
+    resources_reason = JSONTextField(default=dict)
+    extra_info = JSONTextField(default=dict)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    items_done = models.BigIntegerField(default=0)
+    items_total = models.BigIntegerField(null=True, blank=True)
+    # The running flow refreshes this; a stale heartbeat means its worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        db_table = "checkpoints"
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.id} ({self.status})"
+
+
+class OperationLog(SoftDeleteModel):
+    """One row per protect, delete, copy, restore, verify flow and scheduled run."""
+
+    id = models.CharField(max_length=36, primary_key=True, default=new_uuid)
+    project_id = models.CharField(max_length=255, db_index=True)
+    operation_type = models.CharField(max_length=36)
+    checkpoint_id = models.CharField(max_length=36, null=True, blank=True, db_index=True)
+    plan_id = models.CharField(max_length=36, null=True, blank=True, db_index=True)
+    provider_id = models.CharField(max_length=36, null=True, blank=True)
+    restore_id = models.CharField(max_length=36, null=True, blank=True, db_index=True)
+    scheduled_operation_id = models.CharField(max_length=36, null=True, blank=True)
+    status = models.CharField(max_length=64)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    error_info = models.TextField(null=True, blank=True)
+    extra_info = JSONTextField(null=True, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    items_done = models.BigIntegerField(default=0)
+    items_total = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "operation_logs"
+
+    def __str__(self) -> str:
+        return f"{self.operation_type} {self.id} ({self.status})"
+
+
+class Verification(SoftDeleteModel):
+    """A verification of one checkpoint: every chunk re-read and checked."""
+
+    id = models.CharField(max_length=36, primary_key=True, default=new_uuid)
+    project_id = models.CharField(max_length=255, db_index=True)
+    provider_id = models.CharField(max_length=36)
+    checkpoint_id = models.CharField(max_length=36, db_index=True)
+    parameters = JSONTextField(default=dict)
+    status = models.CharField(max_length=64, default="in_progress")
+    resources_status = JSONTextField(default=dict)
+    resources_reason = JSONTextField(default=dict)
+
+    class Meta:
+        db_table = "verifications"
+
+    def __str__(self) -> str:
+        return f"verification {self.id} ({self.status})"
+
+
+class QuotaResource(models.TextChoices):
+    PLANS = "plans", "plans"
+    CHECKPOINTS = "checkpoints", "checkpoints"
+
+
+class Quota(SoftDeleteModel):
+    """A per-project limit overriding the default quota class (-1 = unlimited)."""
+
+    id = models.AutoField(primary_key=True)
+    project_id = models.CharField(max_length=255, db_index=True)
+    resource = models.CharField(max_length=255, choices=QuotaResource.choices)
+    hard_limit = models.IntegerField()
+
+    class Meta:
+        db_table = "quotas"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project_id", "resource"], condition=models.Q(deleted=False), name="unique_live_project_quota"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} {self.resource}={self.hard_limit}"
+
+
+class QuotaClass(SoftDeleteModel):
+    """A named set of limits; the ``default`` class gives every project its defaults."""
+
+    id = models.AutoField(primary_key=True)
+    class_name = models.CharField(max_length=255, db_index=True)
+    resource = models.CharField(max_length=255, choices=QuotaResource.choices)
+    hard_limit = models.IntegerField()
+
+    class Meta:
+        db_table = "quota_classes"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["class_name", "resource"], condition=models.Q(deleted=False), name="unique_live_quota_class"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.class_name} {self.resource}={self.hard_limit}"
