@@ -53,7 +53,9 @@ class MasterKey:
     @property
     def chunker_seed(self) -> int:
         # A secret gear-table seed hides chunk boundaries, so sizes do not fingerprint known files.
-        return int.from_bytes(blake3.blake3(self.id_key, derive_key_context="bank chunker seed").digest()[:8], "little") | 1
+        # pyfastcdc shifts the seed left by one inside a uint64: keep it below 2**63.
+        digest = blake3.blake3(self.id_key, derive_key_context="bank chunker seed").digest()[:8]
+        return (int.from_bytes(digest, "little") & (2**62 - 1)) | 1
 
 
 def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:

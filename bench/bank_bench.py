@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Benchmark the bank against restic and borg: full protect, incremental, restore, size.
+
+    .venv/bin/python bench/bank_bench.py [--mib 512] [--workdir DIR] [--rss-scaling]
+
+Each tool runs in its own subprocess; wall time, CPU (user+sys of the child from
+os.wait4) and peak RSS (ru_maxrss) are measured per run. All tools use encryption and
+zstd-class compression (restic ``--compression auto``, borg ``zstd,3`` repokey). The page
+cache cannot be dropped reliably, so the tree is read once first and every tool runs warm.
+The last line is ``ratio vs restic: full=X incr=Y restore=Z size=W`` (ours / restic's).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Dict, List, Optional, Tuple
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASSPHRASE = "bench-passphrase-not-secret"
+
+
+def run_measured(cmd: List[str], cwd: Optional[str] = None, env: Optional[dict] = None) -> Tuple[float, float, float, str]:
+    """Run ``cmd``; return (wall s, cpu s, peak RSS MiB, stdout). Raises on failure."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # communicate() would reap the child before we can read its rusage; read pipes in threads instead.
+    import threading
+
+    out: Dict[str, bytes] = {}
+
+    def reader(name, stream):
+        out[name] = stream.read()
+
+    threads = [threading.Thread(target=reader, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in threads:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    for t in threads:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.get('err', b'').decode()[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out.get("out", b"").decode()
+
+
+def tree_size(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def warm(path: str) -> None:
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                with open(full, "rb") as f:
+                    while f.read(1 << 22):
+                        pass
+
+
+def tree_digest(path: str) -> Dict[str, str]:
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path)
+            if os.path.islink(full):
+                found[rel] = "link:" + os.readlink(full)
+            else:
+                h = hashlib.blake2b()
+                with open(full, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                found[rel] = h.hexdigest()
+    return found
+
+
+def ensure_tools() -> List[str]:
+    missing = [t for t in ("restic", "borg") if not shutil.which(t)]
+    if missing and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print(f"installing {' '.join(missing)} from Debian packages ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "restic", "borgbackup"], check=False,
+                       stdout=subprocess.DEVNULL)
+    return [t for t in ("restic", "borg") if shutil.which(t)]
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, workdir: str) -> None:
+        self.repo = os.path.join(workdir, f"repo-{self.name}")
+        self.env = dict(os.environ)
+
+    def init(self) -> None: ...
+    def full(self, data: str) -> List[str]: ...
+    def incr(self, data: str) -> List[str]: ...
+    def restore(self, dest: str) -> Tuple[List[str], Optional[str]]: ...
+
+    def size(self) -> int:
+        return tree_size(self.repo)
+
+
+class OurBank(Tool):
+    name = "bank"
+
+    def __init__(self, workdir: str, workers: int) -> None:
+        super().__init__(workdir)
+        self.env.update(BANK_PASSPHRASE=PASSPHRASE, PYTHONPATH=REPO_ROOT)
+        self.base = [sys.executable, "-m", "protection.bank.cli", "--bank", self.repo, "--workers", str(workers)]
+        self.full_id = str(uuid.uuid4())
+        self.incr_id = str(uuid.uuid4())
+
+    def init(self) -> None:
+        subprocess.run(self.base + ["init"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def full(self, data: str) -> List[str]:
+        return self.base + ["protect", data, "--id", self.full_id]
+
+    def incr(self, data: str) -> List[str]:
+        return self.base + ["protect", data, "--id", self.incr_id, "--parent", self.full_id]
+
+    def restore(self, dest: str) -> Tuple[List[str], Optional[str]]:
+        return self.base + ["restore", self.incr_id, dest], None
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, workdir: str) -> None:
+        super().__init__(workdir)
+        self.env.update(RESTIC_PASSWORD=PASSPHRASE, RESTIC_REPOSITORY=self.repo,
+                        RESTIC_CACHE_DIR=os.path.join(workdir, "restic-cache"))
+
+    def init(self) -> None:
+        subprocess.run(["restic", "init", "--repository-version", "2"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def full(self, data: str) -> List[str]:
+        return ["restic", "backup", "--compression", "auto", "--host", "bench", "-q", "."]
+
+    incr = full
+
+    def restore(self, dest: str) -> Tuple[List[str], Optional[str]]:
+        return ["restic", "restore", "latest", "--target", dest, "-q"], None
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, workdir: str) -> None:
+        super().__init__(workdir)
+        self.env.update(BORG_PASSPHRASE=PASSPHRASE, BORG_BASE_DIR=os.path.join(workdir, "borg-home"),
+                        BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+
+    def init(self) -> None:
+        subprocess.run(["borg", "init", "--encryption", "repokey", self.repo], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def full(self, data: str) -> List[str]:
+        return ["borg", "create", "--compression", "zstd,3", f"{self.repo}::full", "."]
+
+    def incr(self, data: str) -> List[str]:
+        return ["borg", "create", "--compression", "zstd,3", f"{self.repo}::incr", "."]
+
+    def restore(self, dest: str) -> Tuple[List[str], Optional[str]]:
+        return ["borg", "extract", f"{self.repo}::incr"], dest
+
+
+def make_dataset(script: str, dest: str, mib: int) -> None:
+    subprocess.run([sys.executable, script, dest, "--mib", str(mib)], check=True)
+
+
+def rss_scaling(script: str, workdir: str, workers: int) -> None:
+    print("\npeak RSS of a full protect / restore by dataset size (bank):")
+    for mib in (256, 1024):
+        data = os.path.join(workdir, f"rss-data-{mib}")
+        make_dataset(script, data, mib)
+        tool = OurBank(os.path.join(workdir, f"rss-{mib}"), workers)
+        os.makedirs(os.path.dirname(tool.repo), exist_ok=True)
+        tool.init()
+        wall, cpu, rss, _ = run_measured(tool.full(data), env=tool.env)
+        dest = os.path.join(workdir, f"rss-restore-{mib}")
+        tool.incr_id = tool.full_id
+        rwall, rcpu, rrss, _ = run_measured(tool.restore(dest)[0], env=tool.env)
+        print(f"  {mib:5d} MiB: protect peak RSS {rss:6.1f} MiB ({wall:.1f}s), restore peak RSS {rrss:6.1f} MiB "
+              f"({rwall:.1f}s)", flush=True)
+        for path in (data, dest, os.path.dirname(tool.repo)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset-script", default=os.path.join(REPO_ROOT, "..", "shared", "bench", "make_dataset.py"))
+    p.add_argument("--mib", type=int, default=512)
+    p.add_argument("--workdir", default=None, help="default: a new directory under /tmp")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--tools", default="bank,restic,borg")
+    p.add_argument("--rss-scaling", action="store_true", help="also print peak RSS for 256 vs 1024 MiB")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args()
+
+    script = os.path.abspath(args.dataset_script)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bank-bench-", dir="/tmp")
+    os.makedirs(workdir, exist_ok=True)
+    available = ensure_tools()
+    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    tools: List[Tool] = []
+    for name in wanted:
+        if name == "bank":
+            tools.append(OurBank(workdir, args.workers))
+        elif name in available:
+            tools.append(Restic(workdir) if name == "restic" else Borg(workdir))
+        else:
+            print(f"skipping {name}: not installed")
+
+    data = os.path.join(workdir, "data")
+    try:
+        print(f"building {args.mib} MiB dataset in {data} ...", flush=True)
+        shutil.rmtree(data, ignore_errors=True)
+        make_dataset(script, data, args.mib)
+        data_bytes = tree_size(data)
+        for tool in tools:
+            shutil.rmtree(tool.repo, ignore_errors=True)
+            tool.init()
+        results: Dict[Tuple[str, str], Tuple[float, float, float, int]] = {}
+
+        def phase(label: str, build) -> None:
+            warm(data)
+            for tool in tools:
+                cmd, cwd = build(tool)
+                wall, cpu, rss, _ = run_measured(cmd, cwd=cwd or data, env=tool.env)
+                size = tool.size()
+                results[(tool.name, label)] = (wall, cpu, rss, size)
+                print(f"  {tool.name:7s} {label:8s} {wall:7.2f}s wall {cpu:7.2f}s cpu {rss:7.1f} MiB RSS "
+                      f"{size / 2**20:8.1f} MiB repo", flush=True)
+
+        phase("full", lambda t: (t.full(data), None))
+        subprocess.run([sys.executable, script, data, "--mutate", "5"], check=True)
+        phase("incr", lambda t: (t.incr(data), None))
+
+        def restore_cmd(tool: Tool):
+            dest = os.path.join(workdir, f"restore-{tool.name}")
+            shutil.rmtree(dest, ignore_errors=True)
+            os.makedirs(dest)
+            cmd, cwd = tool.restore(dest)
+            return cmd, cwd or dest
+
+        phase("restore", restore_cmd)
+        expected = tree_digest(data)
+        for tool in tools:
+            got = tree_digest(os.path.join(workdir, f"restore-{tool.name}"))
+            print(f"  {tool.name} restore {'matches' if got == expected else 'DIFFERS FROM'} the source tree")
+
+        print(f"\ndataset: {data_bytes / 2**20:.1f} MiB, workers={args.workers}, cpus={os.cpu_count()}")
+        header = f"{'tool':8s} {'phase':8s} {'wall s':>8s} {'cpu s':>8s} {'peak RSS MiB':>13s} {'repo MiB':>9s}"
+        print(header)
+        print("-" * len(header))
+        for tool in tools:
+            for label in ("full", "incr", "restore"):
+                wall, cpu, rss, size = results[(tool.name, label)]
+                print(f"{tool.name:8s} {label:8s} {wall:8.2f} {cpu:8.2f} {rss:13.1f} {size / 2**20:9.1f}")
+        if args.rss_scaling:
+            rss_scaling(script, workdir, args.workers)
+        if ("bank", "full") in results and ("restic", "full") in results:
+            def ratio(label: str, col: int) -> float:
+                return results[("bank", label)][col] / results[("restic", label)][col]
+            print(f"ratio vs restic: full={ratio('full', 0):.2f} incr={ratio('incr', 0):.2f} "
+                  f"restore={ratio('restore', 0):.2f} size={ratio('restore', 3):.2f}")
+        return 0
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

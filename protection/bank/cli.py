@@ -1,0 +1,109 @@
+"""Command line for the bank (used by the benchmark and by operators).
+
+    python -m protection.bank.cli --bank DIR [--workers N] init|protect|restore|list|check|gc|passwd ...
+
+The passphrase comes from ``$BANK_PASSPHRASE`` (unset or empty: unencrypted bank);
+``passwd`` reads the new one from ``$BANK_NEW_PASSPHRASE``. S3: ``--s3-bucket`` with
+``--s3-endpoint``/``--s3-prefix``/``--s3-region`` and ``$AWS_ACCESS_KEY_ID``/``$AWS_SECRET_ACCESS_KEY``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import List, Optional
+
+from .backends import Backend, LocalBackend, S3Backend
+from .bank import Bank
+from .errors import BankError
+
+
+def _backend(args: argparse.Namespace) -> Backend:
+    if args.s3_bucket:
+        return S3Backend(
+            bucket=args.s3_bucket, prefix=args.s3_prefix or "", endpoint_url=args.s3_endpoint,
+            access_key=os.environ.get("AWS_ACCESS_KEY_ID"), secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            region=args.s3_region,
+        )
+    if not args.bank:
+        raise BankError("--bank DIR or --s3-bucket is required")
+    return LocalBackend(args.bank)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the process exit code."""
+    p = argparse.ArgumentParser(prog="python -m protection.bank.cli")
+    p.add_argument("--bank", help="local bank directory")
+    p.add_argument("--s3-bucket")
+    p.add_argument("--s3-prefix")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--s3-region")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init")
+    init.add_argument("--compression-level", type=int, default=3)
+    prot = sub.add_parser("protect")
+    prot.add_argument("source")
+    prot.add_argument("--id", default=None, help="checkpoint id (default: new UUID)")
+    prot.add_argument("--parent", default=None, help="parent checkpoint id for an incremental protect")
+    prot.add_argument("--prefix", default="")
+    rest = sub.add_parser("restore")
+    rest.add_argument("id")
+    rest.add_argument("dest")
+    rest.add_argument("--prefix", default="")
+    sub.add_parser("list")
+    chk = sub.add_parser("check")
+    chk.add_argument("--read-data", action="store_true")
+    gcp = sub.add_parser("gc")
+    gcp.add_argument("--grace-seconds", type=float, default=24 * 3600)
+    dele = sub.add_parser("delete")
+    dele.add_argument("id")
+    sub.add_parser("passwd")
+    args = p.parse_args(argv)
+
+    passphrase = os.environ.get("BANK_PASSPHRASE") or None
+    try:
+        backend = _backend(args)
+        if args.command == "init":
+            Bank.init(backend, passphrase, compression_level=args.compression_level)
+            print(f"initialised bank at {backend.describe()}")
+            return 0
+        bank = Bank.open(backend, passphrase, workers=args.workers)
+        if args.command == "protect":
+            started = time.monotonic()
+            with bank.writer(args.id or str(uuid.uuid4()), parent_id=args.parent) as w:
+                w.add_tree(args.source, prefix=args.prefix)
+                manifest = w.commit(meta={"source": os.path.abspath(args.source)})
+            s = manifest.stats
+            print(json.dumps({"id": manifest.id, "files": s.files, "bytes": s.bytes, "bytes_read": s.bytes_read,
+                              "new_bytes": s.new_bytes, "new_stored_bytes": s.new_stored_bytes,
+                              "seconds": round(time.monotonic() - started, 3), "warnings": s.warnings[:10]}))
+        elif args.command == "restore":
+            report = bank.restore_tree(args.id, args.dest, prefix=args.prefix)
+            print(json.dumps({"files": report.files, "dirs": report.dirs, "bytes": report.bytes}))
+        elif args.command == "list":
+            for mid in bank.list_manifests():
+                print(mid)
+        elif args.command == "check":
+            report = bank.check(read_data=args.read_data)
+            for error in report.errors:
+                print(error)
+            print("ok" if report.ok else f"{len(report.errors)} error(s)")
+            return 0 if report.ok else 1
+        elif args.command == "gc":
+            print(json.dumps(bank.gc(grace_seconds=args.grace_seconds).__dict__))
+        elif args.command == "delete":
+            bank.delete_manifest(args.id)
+        elif args.command == "passwd":
+            bank.change_passphrase(os.environ.get("BANK_NEW_PASSPHRASE", ""))
+        return 0
+    except BankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""Writer sessions: chunk, dedup, compress, encrypt and pack streams and directory trees.
+
+Pipeline: the calling thread reads and chunks (pyfastcdc drops the GIL while cutting),
+a thread pool hashes, compresses and encrypts (blake3, zstd and ChaCha20 drop the GIL),
+and a small uploader pool writes finished packs. The calling thread consumes results in
+order, so item chunk lists keep their order and memory stays bounded by the in-flight
+window (``3 x workers`` chunks) plus at most three packs.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import stat as stat_mod
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+
+from .chunker import IterReader
+from .errors import BankError
+from .index import IndexEntry, build_lookup, read_index_objects, write_index_object
+from .manifest import (
+    MANIFEST_KIND, TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item, Manifest, ManifestStats,
+    TreeBuffer, manifest_key, validate_manifest_id,
+)
+from .packs import PackWriter
+
+
+@dataclass
+class Progress:
+    """Passed to ``on_progress`` callbacks. Totals are None when unknown (tree walks)."""
+
+    bytes_done: int
+    bytes_total: Optional[int]
+    items_done: int
+    items_total: Optional[int]
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Call:
+    """Progress accounting of one add_tree/add_stream call."""
+
+    def __init__(self, cb: Optional[ProgressCallback], bytes_total: Optional[int], items_total: Optional[int]) -> None:
+        self.cb = cb
+        self.bytes_done = 0
+        self.items_done = 0
+        self.bytes_total = bytes_total
+        self.items_total = items_total
+
+    def report(self) -> None:
+        if self.cb:
+            self.cb(Progress(self.bytes_done, self.bytes_total, self.items_done, self.items_total))
+
+
+class Writer:
+    """A writer session producing one checkpoint.
+
+    Use as a context manager; nothing is visible until :meth:`commit` writes the manifest.
+    Leaving the block without commit (or on error) keeps uploaded packs (indexed, so a
+    retry deduplicates against them) but creates no checkpoint.
+    """
+
+    def __init__(self, bank, manifest_id: str, parent_id: Optional[str] = None) -> None:
+        self.bank = bank
+        self.manifest_id = validate_manifest_id(manifest_id)
+        self.parent_id = parent_id
+        if bank.manifest_exists(manifest_id):
+            raise BankError(f"checkpoint {manifest_id} already exists in the bank")
+        self.stats = ManifestStats()
+        self._closed = False
+        self._lease = bank.take_lease("writer")
+        try:
+            # Loaded after the lease: GC either saw our lease or has finished (locks.py).
+            _, rows = read_index_objects(bank.backend, bank.crypto, bank.workers)
+            self._known: Set[bytes] = set(build_lookup(rows))
+            del rows
+            self._parent: Optional[Dict[str, Item]] = self._load_parent(parent_id) if parent_id else None
+        except BaseException:
+            self._lease.release()
+            raise
+        self._crypto = bank.crypto
+        self._chunker = bank.new_chunker()
+        self._small_limit = bank.chunker_params.min_size
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(bank.workers, thread_name_prefix="bank-seal")
+        self._uploaded: List[IndexEntry] = []
+        self._packs_since_index = 0
+        self._packer = PackWriter(bank.backend, bank.crypto, bank.pack_size, on_uploaded=self._on_pack_uploaded)
+        self._ops: Deque[tuple] = deque()
+        self._chunks_in_flight = 0
+        self._max_in_flight = bank.workers * 3
+        self._tree_ids: List[bytes] = []
+        self._tree = TreeBuffer(self._emit_tree_chunk)
+
+    # ------------------------------------------------------------ context manager
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._closed:
+            self.abort()
+
+    # ------------------------------------------------------------ parent
+    def _load_parent(self, parent_id: str) -> Dict[str, Item]:
+        parent = self.bank.read_manifest(parent_id)
+        found: Dict[str, Item] = {}
+        for item in parent.items():
+            if item.type == TYPE_FILE and item.chunks:
+                if all(cid in self._known for cid, _ in item.chunks):
+                    found[item.path] = item
+        return found
+
+    # ------------------------------------------------------------ chunk pipeline
+    def _seal(self, data: bytes) -> Tuple[bytes, int, Optional[bytes]]:
+        cid = self._crypto.chunk_id(data)
+        with self._lock:
+            if cid in self._known:
+                return cid, len(data), None
+            # Claimed before sealing so a concurrent duplicate is not stored twice.
+            self._known.add(cid)
+        return cid, len(data), self._crypto.seal_chunk(cid, data)
+
+    def _submit_chunk(self, data: bytes, item: Item, call: _Call) -> None:
+        self._ops.append(("chunk", self._pool.submit(self._seal, data), item, call))
+        self._chunks_in_flight += 1
+        if self._chunks_in_flight > self._max_in_flight:
+            self._drain(self._max_in_flight)
+
+    def _emit_tree_chunk(self, data: bytes) -> None:
+        self._ops.append(("tree", self._pool.submit(self._seal, data)))
+        self._chunks_in_flight += 1
+
+    def _finish_item(self, item: Item, call: _Call) -> None:
+        self._ops.append(("end", item, call))
+        if not self._chunks_in_flight:
+            self._drain(0)
+
+    def _store(self, cid: bytes, size: int, blob: Optional[bytes]) -> None:
+        if blob is not None:
+            self.stats.new_chunks += 1
+            self.stats.new_bytes += size
+            self.stats.new_stored_bytes += len(blob)
+            self._packer.add(cid, blob, size)
+            if self._packs_since_index >= self.bank.index_every_packs:
+                self._write_index()
+
+    def _drain(self, limit: int) -> None:
+        while self._ops and (self._chunks_in_flight > limit or self._ops[0][0] == "end"):
+            op = self._ops.popleft()
+            kind = op[0]
+            if kind == "chunk":
+                _, fut, item, call = op
+                cid, size, blob = fut.result()
+                self._chunks_in_flight -= 1
+                item.chunks.append((cid, size))
+                self._store(cid, size, blob)
+                self.stats.bytes_read += size
+                call.bytes_done += size
+                call.report()
+            elif kind == "tree":
+                cid, size, blob = op[1].result()
+                self._chunks_in_flight -= 1
+                self._tree_ids.append(cid)
+                self._store(cid, size, blob)
+            else:
+                _, item, call = op
+                self._record(item)
+                call.items_done += 1
+                call.report()
+
+    def _record(self, item: Item) -> None:
+        counter = {TYPE_FILE: "files", TYPE_DIR: "dirs", TYPE_SYMLINK: "symlinks", TYPE_STREAM: "streams"}[item.type]
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if item.type in (TYPE_FILE, TYPE_STREAM):
+            item.size = sum(size for _, size in item.chunks)
+            self.stats.bytes += item.size
+        self._tree.add(item)
+
+    def _on_pack_uploaded(self, rows: List[IndexEntry]) -> None:
+        # Runs in the uploader thread: only durably stored packs may enter an index object.
+        with self._lock:
+            self._uploaded.extend(rows)
+            self._packs_since_index += 1
+
+    def _write_index(self) -> None:
+        with self._lock:
+            rows, self._uploaded = self._uploaded, []
+            self._packs_since_index = 0
+        if rows:
+            write_index_object(self.bank.backend, self.bank.crypto, rows)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BankError("writer session is closed")
+
+    # ------------------------------------------------------------ public API
+    def add_stream(self, name: str, stream, meta: Optional[dict] = None,
+                   on_progress: Optional[ProgressCallback] = None, size: Optional[int] = None) -> Item:
+        """Store a non-file blob (a file object or an iterable of bytes) as item ``name``."""
+        self._check_open()
+        if size is None and hasattr(stream, "fileno"):
+            try:
+                st = os.fstat(stream.fileno())
+                size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+            except (OSError, ValueError):
+                size = None
+        call = _Call(on_progress, size, 1)
+        item = Item(path=name, type=TYPE_STREAM, mode=0o600, mtime_ns=time.time_ns(), meta=meta or None)
+        for view in self._chunker.cut_stream(stream):
+            self._submit_chunk(bytes(view), item, call)
+        self._finish_item(item, call)
+        self._drain(0)
+        return item
+
+    def add_tree(self, src: str, prefix: str = "", on_progress: Optional[ProgressCallback] = None) -> None:
+        """Walk ``src`` (not following symlinks) and store every entry under ``prefix``.
+
+        With a parent checkpoint, files whose path, size, mtime and type match are not read:
+        their chunk lists are reused.
+        """
+        self._check_open()
+        src = os.path.abspath(src)
+        root_st = os.lstat(src)
+        if not stat_mod.S_ISDIR(root_st.st_mode):
+            raise BankError(f"{src} is not a directory")
+        prefix = prefix.strip("/")
+        call = _Call(on_progress, None, None)
+        if prefix:
+            self._finish_item(self._meta_item(prefix, TYPE_DIR, root_st), call)
+        for path, stored, st in self._walk(src, prefix):
+            mode = st.st_mode
+            if stat_mod.S_ISDIR(mode):
+                self._finish_item(self._meta_item(stored, TYPE_DIR, st), call)
+            elif stat_mod.S_ISLNK(mode):
+                item = self._meta_item(stored, TYPE_SYMLINK, st)
+                try:
+                    item.target = os.readlink(path)
+                except OSError as exc:
+                    self._warn(f"{stored}: {exc}")
+                    continue
+                self._finish_item(item, call)
+            elif stat_mod.S_ISREG(mode):
+                self._add_file(path, stored, st, call)
+            else:
+                self.stats.skipped += 1
+        self._drain(0)
+
+    def _warn(self, message: str) -> None:
+        self.stats.warnings.append(message)
+
+    @staticmethod
+    def _meta_item(stored: str, kind: str, st: os.stat_result) -> Item:
+        return Item(path=stored, type=kind, mode=stat_mod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                    mtime_ns=st.st_mtime_ns)
+
+    def _walk(self, src: str, prefix: str) -> Iterator[Tuple[str, str, os.stat_result]]:
+        # Depth-first with sorted names: a stable order keeps tree chunks deduplicable.
+        def entries(directory: str, stored_dir: str):
+            try:
+                with os.scandir(directory) as it:
+                    found = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                self._warn(f"{stored_dir or '.'}: {exc}")
+                return iter(())
+            return ((e, f"{stored_dir}/{e.name}" if stored_dir else e.name) for e in found)
+
+        stack = [entries(src, prefix)]
+        while stack:
+            try:
+                entry, stored = next(stack[-1])
+            except StopIteration:
+                stack.pop()
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._warn(f"{stored}: {exc}")
+                continue
+            yield entry.path, stored, st
+            if stat_mod.S_ISDIR(st.st_mode):
+                stack.append(entries(entry.path, stored))
+
+    def _add_file(self, path: str, stored: str, st: os.stat_result, call: _Call) -> None:
+        item = self._meta_item(stored, TYPE_FILE, st)
+        previous = self._parent.get(stored) if self._parent else None
+        if previous is not None and previous.size == st.st_size and previous.mtime_ns == st.st_mtime_ns:
+            item.chunks = list(previous.chunks)
+            self.stats.bytes_reused += st.st_size
+            call.bytes_done += st.st_size
+            self._finish_item(item, call)
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as exc:
+                self._warn(f"{stored}: {exc}")
+                return
+        except OSError as exc:
+            self._warn(f"{stored}: {exc}")
+            return
+        with open(fd, "rb", buffering=0, closefd=True) as f:
+            try:
+                head = f.read(self._small_limit + 1)
+                if len(head) <= self._small_limit:
+                    if head:
+                        self._submit_chunk(head, item, call)
+                else:
+                    rest = iter(lambda: f.read(1 << 20), b"")
+                    for view in self._chunker.cut_stream(IterReader(itertools.chain([head], rest))):
+                        self._submit_chunk(bytes(view), item, call)
+            except OSError as exc:
+                # The item is recorded with what was read; the warning marks it as partial.
+                self._warn(f"{stored}: read error: {exc}")
+        self._finish_item(item, call)
+
+    def commit(self, meta: Optional[dict] = None) -> Manifest:
+        """Flush everything, then write the manifest atomically. Returns the committed manifest."""
+        self._check_open()
+        try:
+            self._drain(0)
+            self._tree.flush()
+            self._drain(0)
+            self._packer.wait()
+            self._write_index()
+            self._lease.check()
+            data = Manifest.encode(self.manifest_id, meta or {}, self.stats, self.parent_id, self._tree_ids)
+            self.bank.backend.put(manifest_key(self.manifest_id), self._crypto.seal_meta(data, MANIFEST_KIND))
+        except BaseException:
+            self.abort()
+            raise
+        self._shutdown()
+        return self.bank.read_manifest(self.manifest_id)
+
+    def abort(self) -> None:
+        """Stop without a checkpoint; uploaded packs get indexed so a retry dedups against them."""
+        if self._closed:
+            return
+        try:
+            for op in self._ops:
+                if op[0] in ("chunk", "tree"):
+                    op[1].cancel()
+            self._ops.clear()
+            try:
+                self._packer.wait()
+            except Exception:
+                pass
+            try:
+                self._write_index()
+            except Exception:
+                pass
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._packer.close()
+        self._lease.release()
