@@ -1,0 +1,98 @@
+"""The plugin base class: one plugin serves one resource type for one provider.
+
+This is the protectable side (list, show, dependencies) plus the JSON schemas a provider
+publishes as its ``extended_info_schema``. The operator's options for the plugin (from the
+provider file) are validated against ``config_schema`` when the plugin is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import jsonschema
+from django.core.exceptions import ImproperlyConfigured
+
+from karbor_site.api.exceptions import NotFound
+
+
+@dataclass
+class Instance:
+    """A protectable instance as the protectables API shows it."""
+
+    id: str
+    type: str
+    name: str
+    extra_info: dict[str, Any] | None = None
+    dependent_resources: list[Instance] = field(default_factory=list)
+
+    def as_dict(self, *, with_dependents: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "type": self.type, "name": self.name, "extra_info": self.extra_info}
+        if with_dependents:
+            data["dependent_resources"] = [dep.as_dict(with_dependents=False) for dep in self.dependent_resources]
+        return data
+
+
+def json_path(parts) -> str:
+    """``["sources", 0, "path"]`` → ``"sources.0.path"`` (the field names used in error messages)."""
+    return ".".join(str(part) for part in parts)
+
+
+def schema_errors(schema: dict, value: Any) -> list[tuple[str, str]]:
+    """Every violation of ``schema`` by ``value`` as ``(dotted path, reason)``, most specific first."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [(json_path(error.absolute_path), error.message) for error in errors]
+
+
+class ProtectablePlugin:
+    """Base class of every plugin; subclasses set the class attributes and implement ``list_instances``.
+
+    ``options_schema`` validates a plan's ``parameters`` for this type, ``restore_schema`` a
+    restore's and ``saved_info_schema`` describes what a checkpoint records per resource.
+    ``parent_types`` are the types whose instances can contain instances of this type.
+    """
+
+    resource_type: ClassVar[str] = ""
+    options_schema: ClassVar[dict[str, Any]] = {}
+    restore_schema: ClassVar[dict[str, Any]] = {}
+    saved_info_schema: ClassVar[dict[str, Any]] = {}
+    parent_types: ClassVar[tuple[str, ...]] = ()
+    # JSON Schema of the operator's options in the provider file.
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    def __init__(self, options: dict[str, Any] | None = None, *, provider_id: str = "") -> None:
+        self.provider_id = provider_id
+        self.options: dict[str, Any] = dict(options or {})
+        errors = schema_errors(self.config_schema, self.options)
+        if errors:
+            path, reason = errors[0]
+            raise ImproperlyConfigured(f"options{'.' + path if path else ''}: {reason}")
+        self.configure(self.options)
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Checks beyond the JSON schema; raise ImproperlyConfigured naming the option."""
+
+    def list_instances(self, *, project_id: str, parameters: dict[str, Any]) -> list[Instance]:
+        """Every instance of ``resource_type`` that ``project_id`` may protect."""
+        raise NotImplementedError
+
+    def show_instance(self, *, project_id: str, instance_id: str, parameters: dict[str, Any]) -> Instance:
+        """One instance visible to ``project_id``; ``NotFound`` when absent or not visible.
+
+        The default looks the id up among ``list_instances``; plugins with a cheaper lookup override it.
+        """
+        for instance in self.list_instances(project_id=project_id, parameters=parameters):
+            if instance.id == instance_id:
+                return instance
+        raise NotFound(f"{self.resource_type} {instance_id} could not be found.")
+
+    def dependencies(self, *, project_id: str, instance: Instance) -> list[Instance]:
+        """Instances of this plugin's type contained in ``instance`` (whose type is one of ``parent_types``).
+
+        A type without parents is never contained in anything, hence the empty default.
+        """
+        return []
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
