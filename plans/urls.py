@@ -1,5 +1,7 @@
 from karbor_site.api.routers import KarborRouter
+from plans.views import PlanViewSet
 
 router = KarborRouter()
+router.register("plans", PlanViewSet, basename="plan")
 
 urlpatterns = router.urls

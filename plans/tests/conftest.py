@@ -1,0 +1,1 @@
+from providers.testing import fs_provider, provider_dir  # noqa: F401
