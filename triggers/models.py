@@ -1,9 +1,13 @@
 """The ``triggers`` and ``scheduled_operations`` seed tables."""
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+
 from django.db import models
 
 from karbor_site.db import JSONTextField, SoftDeleteModel, new_uuid
+from triggers import timeparse
 
 
 class Trigger(SoftDeleteModel):
@@ -20,6 +24,33 @@ class Trigger(SoftDeleteModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+    @property
+    def start_time(self) -> dt.datetime | None:
+        raw = (self.properties or {}).get("start_time")
+        return timeparse.parse_time(raw) if raw else None
+
+    @property
+    def end_time(self) -> dt.datetime | None:
+        raw = (self.properties or {}).get("end_time")
+        return timeparse.parse_time(raw) if raw else None
+
+    @property
+    def window(self) -> int:
+        """Seconds after a fire time during which its operations may still start."""
+        return int((self.properties or {}).get("window") or 0)
+
+    def fire_times(self, *, after: dt.datetime | None = None) -> Iterator[dt.datetime]:
+        """This trigger's fire times (aware UTC) after ``after``; see ``timeparse.fire_times``."""
+        props = self.properties or {}
+        start = self.start_time or self.created_at
+        return timeparse.fire_times(
+            props.get("format", ""), props.get("pattern", ""), start_time=start, end_time=self.end_time, after=after
+        )
+
+    def next_fire_time(self, *, after: dt.datetime) -> dt.datetime | None:
+        """The first fire time strictly after ``after``, or None when the trigger is done."""
+        return next(self.fire_times(after=after), None)
 
 
 class OperationType(models.TextChoices):
