@@ -174,6 +174,14 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"XAuthToken": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "karbor_site.api.schema.strip_trailing_slashes",
+    ],
+    # Several resources have a "status" with different choices; name each enum after its owner.
+    "ENUM_NAME_OVERRIDES": {
+        "PlanStatusEnum": "plans.models.PlanStatus",
+    },
 }
 
 # --- tenancy and tokens -------------------------------------------------------------
@@ -200,12 +208,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # The embedded broker: queues are plain files under the data dir, so no server is needed.
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = None

@@ -13,7 +13,7 @@ from karbor_site.api.viewsets import ProjectScopedViewSet, unwrap_body, validate
 from karbor_site.tenancy.access import IsCloudAdmin, IsProjectMember
 from protection import quotas, registry
 from protection.filters import OperationLogFilterSet
-from protection.models import OperationLog
+from protection.models import OperationLog, Service
 from protection.serializers import (
     OperationLogSerializer,
     QuotaClassSerializer,
@@ -71,6 +71,7 @@ class ServiceViewSet(viewsets.GenericViewSet):
     """Karbor's ``os-services``: the registered workers and schedulers, their heartbeat state."""
 
     permission_classes = [IsProjectMember, IsCloudAdmin]
+    queryset = Service.objects.none()  # for the schema only: list and update go through the registry
     serializer_class = ServiceSerializer
     lookup_url_kwarg = "id"
     lookup_value_regex = "[^/]+"
