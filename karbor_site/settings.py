@@ -196,6 +196,8 @@ KARBOR_FS_SOURCES = env_list("KARBOR_FS_SOURCES", [], separator=os.pathsep)
 KARBOR_FS_RESTORE_TARGETS = env_list("KARBOR_FS_RESTORE_TARGETS", [], separator=os.pathsep)
 KARBOR_BANK_DIR = Path(env_str("KARBOR_BANK_DIR", str(DATA_DIR / "bank")))
 KARBOR_BANK_PASSPHRASE = env_str("KARBOR_BANK_PASSPHRASE")
+# Threads per bank for hashing, compressing, encrypting and uploading (0 = one per core, up to 8).
+KARBOR_BANK_WORKERS = env_int("KARBOR_BANK_WORKERS", 0, minimum=0)
 
 # --- triggers -----------------------------------------------------------------------
 KARBOR_TRIGGER_MIN_INTERVAL = env_int("KARBOR_TRIGGER_MIN_INTERVAL", 60, minimum=1)

@@ -28,6 +28,9 @@ class Restore(SoftDeleteModel):
     status = models.CharField(max_length=64, choices=RestoreStatus.choices, default=RestoreStatus.IN_PROGRESS)
     resources_status = JSONTextField(default=dict)
     resources_reason = JSONTextField(default=dict)
+    # The running flow refreshes this; a stale heartbeat means its worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         db_table = "restores"

@@ -6,13 +6,18 @@ provider file) are validated against ``config_schema`` when the plugin is built.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jsonschema
 from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.api.exceptions import NotFound
+
+if TYPE_CHECKING:  # the bank is only handed to plugins at run time
+    from protection.bank import Bank, Writer
 
 
 @dataclass
@@ -42,6 +47,55 @@ def schema_errors(schema: dict, value: Any) -> list[tuple[str, str]]:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [(json_path(error.absolute_path), error.message) for error in errors]
+
+
+class PluginError(Exception):
+    """A protect, restore, verify or delete of one resource failed; the message is shown to the tenant."""
+
+
+@dataclass
+class ProtectContext:
+    """What a plugin's ``protect`` gets: the resource, its merged parameters, the open bank writer.
+
+    Items must be written under ``prefix`` (``protection.banks.resource_prefix``). The
+    writer was opened with the previous checkpoint of the same plan as its parent, so
+    unchanged files reuse their chunks.
+    """
+
+    project_id: str
+    resource: Instance
+    parameters: dict[str, Any]
+    writer: Writer
+    prefix: str
+    on_progress: Callable[..., None] | None = None
+
+
+@dataclass
+class RestoreContext:
+    """What a plugin's ``restore`` gets. ``target`` is None for a restore in place."""
+
+    project_id: str
+    resource: Instance
+    saved_info: dict[str, Any]
+    parameters: dict[str, Any]
+    bank: Bank
+    checkpoint_id: str
+    prefix: str
+    target: str | None = None
+    on_progress: Callable[..., None] | None = None
+
+
+@dataclass
+class VerifyContext:
+    """What a plugin's ``verify`` gets: read every byte of the resource's items back."""
+
+    project_id: str
+    resource: Instance
+    saved_info: dict[str, Any]
+    bank: Bank
+    checkpoint_id: str
+    prefix: str
+    on_progress: Callable[..., None] | None = None
 
 
 class ProtectablePlugin:
@@ -92,6 +146,22 @@ class ProtectablePlugin:
         A type without parents is never contained in anything, hence the empty default.
         """
         return []
+
+    # --- protection side: the flows call these; each raises PluginError with a reason ---------
+    def protect(self, context: ProtectContext) -> dict[str, Any]:
+        """Stream the resource into ``context.writer``; return its saved info (``saved_info_schema``)."""
+        raise PluginError(f"{self.resource_type} cannot be protected by {self.describe()}")
+
+    def restore(self, context: RestoreContext) -> dict[str, Any]:
+        """Bring the resource back from the checkpoint; return details for ``resources_status``."""
+        raise PluginError(f"{self.resource_type} cannot be restored by {self.describe()}")
+
+    def verify(self, context: VerifyContext) -> dict[str, Any]:
+        """Read and check every byte of the resource in the checkpoint; raise PluginError on damage."""
+        raise PluginError(f"{self.resource_type} cannot be verified by {self.describe()}")
+
+    def delete(self, *, project_id: str, resource: Instance, saved_info: dict[str, Any]) -> None:
+        """Remove anything the plugin stored outside the bank. Bank data goes with the manifest and GC."""
 
     @classmethod
     def describe(cls) -> str:

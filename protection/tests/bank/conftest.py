@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from karbor_site.testing.servers import running_in_ci
 from protection.bank import Bank, ChunkerParams, LocalBackend, S3Backend
 from protection.tests.bank.s3server import ACCESS_KEY, REGION, SECRET_KEY, S3ServerUnavailable, start_moto_server
 
@@ -16,10 +17,12 @@ PASSPHRASE = "correct horse battery staple"
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A moto S3 server subprocess for the whole session (skips when it cannot start)."""
+    """A moto S3 server subprocess for the whole session (skips locally, fails under CI=true)."""
     try:
         server = start_moto_server()
     except S3ServerUnavailable as exc:
+        if running_in_ci():
+            pytest.fail(f"S3 server unavailable: {exc} (CI=true: server tests must not be skipped)", pytrace=False)
         pytest.skip(f"S3 server unavailable: {exc}")
     yield server
     server.stop()
