@@ -11,10 +11,14 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ChunkerParams:
-    """FastCDC bounds. Note pyfastcdc's real mean is about ``avg_size + min_size``."""
+    """FastCDC bounds. Note pyfastcdc's real mean is about ``avg_size + min_size``.
+
+    768 KiB + 256 KiB gives the ~1 MiB mean restic uses: measured on the benchmark dataset,
+    a 1 MiB ``avg_size`` (1.25 MiB mean) stored 10 % more new data after ``--mutate 5``.
+    """
 
     min_size: int = 256 * 1024
-    avg_size: int = 1 * MIB
+    avg_size: int = 768 * 1024
     max_size: int = 4 * MIB
 
     def to_dict(self) -> dict:
