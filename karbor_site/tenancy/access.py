@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rest_framework import exceptions as drf
 from rest_framework import permissions
 
 from karbor_site.api.exceptions import NotAuthorized
@@ -44,6 +45,12 @@ def resolve_access(user, project_id: str) -> ProjectAccess:
     return ProjectAccess(project=membership.project, role=membership.role, is_cloud_admin=False)
 
 
+def _denied(message: str) -> drf.PermissionDenied:
+    # DRF's own exception, not NotAuthorized: the browsable API re-checks permissions to decide
+    # which forms to show and only expects APIException there (the fault body is the same).
+    return drf.PermissionDenied(message)
+
+
 class IsProjectMember(permissions.BasePermission):
     """Resolves ``request.access`` from the URL's ``project_id``; readers may only use safe methods."""
 
@@ -53,10 +60,13 @@ class IsProjectMember(permissions.BasePermission):
         project_id = view.kwargs.get("project_id")
         if project_id is None:
             return True
-        access = resolve_access(request.user, project_id)
+        try:
+            access = resolve_access(request.user, project_id)
+        except NotAuthorized as exc:
+            raise _denied(exc.message) from None
         request.access = access
         if request.method not in permissions.SAFE_METHODS and not access.can_write:
-            raise NotAuthorized(f"Role {access.role} may not change anything in project {project_id}.")
+            raise _denied(f"Role {access.role} may not change anything in project {project_id}.")
         return True
 
 
@@ -67,5 +77,5 @@ class IsCloudAdmin(permissions.BasePermission):
         if not request.user or not request.user.is_authenticated:
             return False
         if not request.user.is_superuser:
-            raise NotAuthorized("Policy doesn't allow this operation to be performed.")
+            raise _denied("Policy doesn't allow this operation to be performed.")
         return True
