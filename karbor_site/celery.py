@@ -30,6 +30,22 @@ def register_worker(sender=None, **kwargs) -> None:
     from protection.registry import PROTECTION_BINARY
 
     _start_heartbeat(getattr(sender, "hostname", None) or socket.gethostname(), PROTECTION_BINARY)
+    _reap_at_start()
+
+
+def _reap_at_start() -> None:
+    """A worker that starts fails what dead workers left running (the beat entry covers the rest)."""
+    import logging
+
+    from protection.reaper import reap_dead_flows
+
+    try:
+        reaped = reap_dead_flows()
+    except Exception:  # noqa: BLE001 - a failed sweep must not keep the worker from serving
+        logging.getLogger(__name__).exception("reaper at worker start-up failed")
+        return
+    if reaped:
+        logging.getLogger(__name__).warning("reaped at start-up: %s", reaped.as_dict())
 
 
 @beat_init.connect
@@ -37,6 +53,10 @@ def register_beat(sender=None, **kwargs) -> None:
     from protection.registry import OPERATION_ENGINE_BINARY
 
     _start_heartbeat(socket.gethostname(), OPERATION_ENGINE_BINARY)
+    # The system-owned schedule (idempotent; touches only its own row).
+    from protection.reaper import reaper_schedule_ensure
+
+    reaper_schedule_ensure()
 
 
 @worker_shutdown.connect

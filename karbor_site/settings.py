@@ -245,3 +245,21 @@ KARBOR_QUOTA_PLANS = env_int("KARBOR_QUOTA_PLANS", 50, minimum=-1)
 KARBOR_QUOTA_CHECKPOINTS = env_int("KARBOR_QUOTA_CHECKPOINTS", -1, minimum=-1)
 KARBOR_SERVICE_REPORT_INTERVAL = env_int("KARBOR_SERVICE_REPORT_INTERVAL", 10, minimum=1)
 KARBOR_SERVICE_DOWN_TIME = env_int("KARBOR_SERVICE_DOWN_TIME", 60, minimum=2)
+
+# --- protect / delete flows ---------------------------------------------------------
+# Progress (bytes/items) is written to the checkpoint and its operation log at most this often.
+KARBOR_PROGRESS_INTERVAL = env_int("KARBOR_PROGRESS_INTERVAL", 1, minimum=1)
+# A running flow refreshes its row's heartbeat_at this often (keep it well under KARBOR_SERVICE_DOWN_TIME).
+KARBOR_FLOW_HEARTBEAT_INTERVAL = env_int("KARBOR_FLOW_HEARTBEAT_INTERVAL", 5, minimum=1)
+if KARBOR_FLOW_HEARTBEAT_INTERVAL * 2 > KARBOR_SERVICE_DOWN_TIME:
+    # Otherwise the reaper would fail flows that are alive and well.
+    raise ImproperlyConfigured(
+        f"KARBOR_FLOW_HEARTBEAT_INTERVAL ({KARBOR_FLOW_HEARTBEAT_INTERVAL}) must be at most half of "
+        f"KARBOR_SERVICE_DOWN_TIME ({KARBOR_SERVICE_DOWN_TIME})"
+    )
+# An operation no worker has picked up after this long is failed (its message was lost).
+KARBOR_QUEUED_TIMEOUT = env_int("KARBOR_QUEUED_TIMEOUT", 6 * 3600, minimum=1)
+# How often beat runs the dead-worker reaper (its entry expires after the same time).
+KARBOR_REAPER_INTERVAL = env_int("KARBOR_REAPER_INTERVAL", 30, minimum=1)
+# Bank data younger than this is never swept by the GC that follows a checkpoint delete.
+KARBOR_BANK_GC_GRACE_SECONDS = env_int("KARBOR_BANK_GC_GRACE_SECONDS", 3600, minimum=0)

@@ -26,7 +26,7 @@ class PlanAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "project_id", "provider_id", "status", "parameters", "created_at", "updated_at"]
     fields = ["id", "name", "description", "project_id", "provider_id", "status", "parameters", "created_at", "updated_at"]
     inlines = [ResourceInline]
-    actions = ["start", "suspend"]
+    actions = ["start", "suspend", "protect_now"]
 
     def get_queryset(self, request):
         # Operators also see soft-deleted plans (filter on "deleted"); the API never does.
@@ -54,6 +54,23 @@ class PlanAdmin(admin.ModelAdmin):
     @admin.action(description="Suspend selected plans")
     def suspend(self, request, queryset):
         self._set_status(request, queryset, PlanStatus.SUSPENDED)
+
+    @admin.action(description="Protect now (create a checkpoint)")
+    def protect_now(self, request, queryset):
+        from protection.services import checkpoint_create
+
+        created = []
+        for plan in queryset:
+            try:
+                checkpoint = checkpoint_create(
+                    project_id=plan.project_id, provider_id=plan.provider_id, plan_id=plan.pk,
+                    extra_info={"requested_by": request.user.get_username()},
+                )
+                created.append(checkpoint.id)
+            except KarborError as exc:
+                self.message_user(request, f"{plan}: {exc.message}", messages.ERROR)
+        if created:
+            self.message_user(request, f"Protecting: checkpoint(s) {', '.join(created)}.", messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         services.plan_update(

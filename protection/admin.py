@@ -1,5 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from karbor_site.api.exceptions import KarborError
+from protection import services
+from protection.verifications import verification_admin_action
 from protection.models import Checkpoint, OperationLog, Quota, QuotaClass, Service, Verification
 
 
@@ -24,6 +27,29 @@ class CheckpointAdmin(AllRowsAdmin):
     list_filter = ["status", "provider_id", "deleted"]
     search_fields = ["id", "project_id", "plan_id", "status_reason"]
     readonly_fields = ["created_at", "updated_at", "deleted_at", "heartbeat_at"]
+    actions = ["delete_checkpoint", "verify_checkpoint"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # checkpoints come from the protect flow (or rebuild_catalog)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a row delete would orphan bank data: use the "delete checkpoint" action
+
+    @admin.action(description="Delete checkpoint (data removed from the bank by the delete flow)")
+    def delete_checkpoint(self, request, queryset):
+        queued = 0
+        for checkpoint in queryset:
+            try:
+                services.checkpoint_delete(checkpoint=checkpoint)
+                queued += 1
+            except KarborError as exc:
+                self.message_user(request, f"{checkpoint}: {exc.message}", messages.ERROR)
+        if queued:
+            self.message_user(request, f"{queued} checkpoint(s) being deleted.", messages.SUCCESS)
+
+    @admin.action(description="Verify checkpoint (re-read and check every chunk)")
+    def verify_checkpoint(self, request, queryset):
+        verification_admin_action(self, request, queryset)
 
 
 @admin.register(OperationLog)

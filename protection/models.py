@@ -57,6 +57,8 @@ class Checkpoint(SoftDeleteModel):
     resource_graph = JSONTextField(null=True, blank=True)
     resources_status = JSONTextField(default=dict)
     resources_reason = JSONTextField(default=dict)
+    # Per resource ("<type>#<id>"): what the plugin's protect returned (its saved_info_schema).
+    saved_info = JSONTextField(default=dict)
     extra_info = JSONTextField(default=dict)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(null=True, blank=True)

@@ -1,9 +1,14 @@
 """Output and input serializers of the protection API (Karbor's wire shapes)."""
 from __future__ import annotations
 
+import json
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from protection.models import OperationLog, Service
+from karbor_site.api.viewsets import StrictInputSerializer
+from plans.serializers import UUIDStringField
+from protection.models import Checkpoint, OperationLog, Service
 from protection.registry import service_is_up
 
 
@@ -88,3 +93,110 @@ class QuotaDetailSerializer(serializers.Serializer):
 
 class QuotaClassSerializer(QuotaLimitsSerializer):
     id = serializers.CharField()
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+PROGRESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "bytes_done": {"type": "integer"},
+        "bytes_total": {"type": "integer", "nullable": True},
+        "items_done": {"type": "integer"},
+        "items_total": {"type": "integer", "nullable": True},
+    },
+}
+
+
+class CheckpointPlanSerializer(serializers.Serializer):
+    """The plan as it was when the checkpoint was requested."""
+
+    id = serializers.CharField()
+    name = serializers.CharField(allow_blank=True)
+    provider_id = serializers.CharField()
+    resources = serializers.ListField(child=serializers.DictField())
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    """Karbor's checkpoint view. ``resource_graph`` is a JSON string as Karbor sends it (the client's
+    ``checkpoint-show`` parses it); ``extra_info`` is a JSON string too, as Karbor sent it, but of
+    the value the caller gave (Karbor always stored ``{"created_by": "manual"}``).
+
+    Added to Karbor's keys: ``provider_id``, ``resources_status`` / ``resources_reason`` (keyed
+    ``"<type>#<id>"``), ``status_reason`` and ``progress``.
+    """
+
+    protection_plan = serializers.SerializerMethodField()
+    resource_graph = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    extra_info = serializers.SerializerMethodField()
+    resources_status = serializers.DictField(child=serializers.CharField())
+    resources_reason = serializers.DictField(child=serializers.CharField())
+    status_reason = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Checkpoint
+        fields = [
+            "id", "project_id", "provider_id", "status", "protection_plan", "resource_graph", "created_at",
+            "extra_info", "resources_status", "resources_reason", "status_reason", "progress",
+        ]
+
+    @extend_schema_field(CheckpointPlanSerializer)
+    def get_protection_plan(self, obj: Checkpoint) -> dict:
+        plan = obj.protection_plan or {}
+        return {key: plan.get(key) for key in ("id", "name", "provider_id", "resources")}
+
+    @extend_schema_field({"type": "string", "nullable": True, "description": "JSON: [nodes, adjacency] (Karbor's packed graph)."})
+    def get_resource_graph(self, obj: Checkpoint) -> str | None:
+        return None if obj.resource_graph is None else json.dumps(obj.resource_graph)
+
+    @extend_schema_field({"type": "string", "format": "date", "nullable": True})
+    def get_created_at(self, obj: Checkpoint) -> str | None:
+        return obj.created_at.strftime("%Y-%m-%d") if obj.created_at else None
+
+    @extend_schema_field({"type": "string", "description": "JSON of an object, e.g. {\"created_by\": \"manual\"}."})
+    def get_extra_info(self, obj: Checkpoint) -> str:
+        return json.dumps(obj.extra_info or {})
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_status_reason(self, obj: Checkpoint) -> str | None:
+        return obj.status_reason or None
+
+    @extend_schema_field(PROGRESS_SCHEMA)
+    def get_progress(self, obj: Checkpoint) -> dict:
+        return {
+            "bytes_done": obj.bytes_done,
+            "bytes_total": obj.bytes_total,
+            "items_done": obj.items_done,
+            "items_total": obj.items_total,
+        }
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]},
+    }
+)
+class MetadataField(serializers.JSONField):
+    pass
+
+
+class CheckpointCreateSerializer(StrictInputSerializer):
+    """``{"plan_id": uuid, "extra-info": metadata}``; ``extra_info`` (underscore) is accepted too."""
+
+    plan_id = UUIDStringField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["extra-info"] = MetadataField(required=False, allow_null=True)
+        self.fields["extra_info"] = MetadataField(required=False, allow_null=True)
+
+
+class ResetStateSerializer(StrictInputSerializer):
+    state = serializers.ChoiceField(choices=["available", "error"])
+
+
+LINKS_FIELD = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))

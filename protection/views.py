@@ -1,20 +1,28 @@
-"""Protection API: operation logs, os-services (worker registry), quotas and quota classes."""
+"""Protection API: checkpoints, operation logs, os-services (worker registry), quotas and quota classes."""
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from karbor_site.api.exceptions import InvalidInput, NotAuthorized, NotFound
+from karbor_site.api.listing import ListParams, parse_list_params
+from karbor_site.db import is_uuid_like
+from providers.constants import PARAMETER_KEY_RE
+from providers.registry import get_registry
 from karbor_site.api.renderers import empty_response
 from karbor_site.api.viewsets import ProjectScopedViewSet, unwrap_body, validate_input
 from karbor_site.tenancy.access import IsCloudAdmin, IsProjectMember
-from protection import quotas, registry
-from protection.filters import OperationLogFilterSet
-from protection.models import OperationLog, Service
+from protection import quotas, registry, selectors, services
+from protection.filters import CheckpointFilterSet, OperationLogFilterSet
+from protection.models import Checkpoint, OperationLog, Service
 from protection.serializers import (
+    CheckpointCreateSerializer,
+    CheckpointSerializer,
+    ResetStateSerializer,
     OperationLogSerializer,
     QuotaClassSerializer,
     QuotaDetailSerializer,
@@ -44,7 +52,7 @@ def envelope(name: str, key: str, inner) -> serializers.Serializer:
         responses=envelope("OperationLogEnvelope", "operation_log", OperationLogSerializer()),
     ),
 )
-class OperationLogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+class OperationLogViewSet(ProjectScopedViewSet):
     """Read-only log of every protect, delete, copy, restore, verify and scheduled run."""
 
     queryset = OperationLog.objects.all()
@@ -182,3 +190,142 @@ class QuotaClassViewSet(viewsets.GenericViewSet):
         body = unwrap_body(request, "quota_class")
         limits = quotas.parse_limits(body, prefix="quota_class")
         return Response({"quota_class": quotas.quota_class_set(class_name=class_name, limits=limits)})
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+CLIENT_SORT_KEYS = {"id", "status", "name", "created_at"}
+PROVIDER_PARAM = OpenApiParameter("provider_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Provider id.")
+CHECKPOINT_PARAM = OpenApiParameter(
+    "checkpoint_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Checkpoint id."
+)
+PROJECT_PARAM = OpenApiParameter("project_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Project id.")
+CheckpointEnvelope = envelope("CheckpointEnvelope", "checkpoint", CheckpointSerializer())
+EmptyObject = inline_serializer(name="EmptyObject", fields={})
+
+
+def metadata_clean(value, *, field: str) -> dict:
+    """Karbor's ``metadata`` type: null or an object of key → bool/string/int, keys ``^[a-zA-Z0-9-_:.# ]{1,255}$``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput.for_field(field, "must be an object of key: value (or null)")
+    for key, item in value.items():
+        if not isinstance(key, str) or not PARAMETER_KEY_RE.match(key):
+            raise InvalidInput.for_field(f"{field}.{key}", "keys must match ^[a-zA-Z0-9-_:.# ]{1,255}$")
+        if not isinstance(item, (bool, str, int)) or isinstance(item, float):
+            raise InvalidInput.for_field(f"{field}.{key}", "values must be strings, integers or booleans")
+    return dict(value)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List a provider's checkpoints",
+        parameters=[
+            PROJECT_PARAM,
+            PROVIDER_PARAM,
+            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size (positive, capped by KARBOR_MAX_LIMIT)."),
+            OpenApiParameter("marker", OpenApiTypes.STR, description="Id of the last checkpoint already seen."),
+            OpenApiParameter("sort", OpenApiTypes.STR, description="Only the first direction counts: by creation time."),
+            OpenApiParameter("sort_key", OpenApiTypes.STR, description="Deprecated; accepted, ordering is by creation time."),
+            OpenApiParameter("sort_dir", OpenApiTypes.STR, description="asc or desc (default desc)."),
+            OpenApiParameter("all_tenants", OpenApiTypes.BOOL, description="Cloud admins: every project's checkpoints."),
+        ],
+        responses=inline_serializer(
+            name="CheckpointCollection",
+            fields={"checkpoints": CheckpointSerializer(many=True), "checkpoints_links": LINKS},
+        ),
+    ),
+    create=extend_schema(
+        summary="Create a checkpoint of a plan (the protect flow runs in a worker)",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM],
+        request=envelope("CheckpointCreateEnvelope", "checkpoint", CheckpointCreateSerializer()),
+        responses={200: CheckpointEnvelope},
+    ),
+    retrieve=extend_schema(
+        summary="Show a checkpoint (deleted ones too, with status deleted)",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
+        responses=CheckpointEnvelope,
+    ),
+    destroy=extend_schema(
+        summary="Delete a checkpoint (409 while it is protecting or deleting); the body is {}",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
+        responses={200: EmptyObject},
+    ),
+    update=extend_schema(
+        summary="Reset a checkpoint's state (project or cloud admin); the body is {}",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
+        request=envelope("CheckpointResetStateEnvelope", "os-resetState", ResetStateSerializer()),
+        responses={200: EmptyObject},
+    ),
+)
+class CheckpointViewSet(ProjectScopedViewSet):
+    """A provider's checkpoints: the catalog of what its bank holds for the project."""
+
+    queryset = Checkpoint.objects.all()
+    serializer_class = CheckpointSerializer
+    filterset_class = CheckpointFilterSet
+    envelope = "checkpoint"
+    collection = "checkpoints"
+    sort_keys = CLIENT_SORT_KEYS
+    allow_offset = False
+    lookup_url_kwarg = "checkpoint_id"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if getattr(self, "swagger_fake_view", False):
+            return
+        provider_id = self.kwargs["provider_id"]
+        if not is_uuid_like(provider_id):
+            raise InvalidInput.for_field("provider_id", f"{provider_id!r} is not a valid UUID")
+        self.provider = get_registry().get(provider_id)
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if getattr(self, "swagger_fake_view", False):
+            return queryset
+        return queryset.filter(provider_id=self.provider.id)
+
+    def collection_path(self) -> str:
+        return f"/v1/{self.project_id}/providers/{self.provider.id}/checkpoints"
+
+    def list_params(self) -> ListParams:
+        params = parse_list_params(self.request, sort_keys=self.sort_keys, allow_offset=False)
+        # Karbor orders checkpoints by creation time; only the first direction counts.
+        params.sort = [("created_at", params.sort[0][1] if params.sort else "desc")]
+        return params
+
+    def get_object(self, *, include_deleted: bool = False) -> Checkpoint:
+        checkpoint_id = self.kwargs[self.lookup_url_kwarg]
+        if not is_uuid_like(checkpoint_id):
+            raise InvalidInput.for_field("checkpoint_id", f"{checkpoint_id!r} is not a valid UUID")
+        return selectors.checkpoint_get(
+            access=self.access, provider_id=self.provider.id, checkpoint_id=checkpoint_id,
+            include_deleted=include_deleted,
+        )
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return self.single(self.get_object(include_deleted=True))
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        body = unwrap_body(request, "checkpoint")
+        if "extra-info" in body and "extra_info" in body:
+            raise InvalidInput.for_field("extra_info", "give either 'extra-info' or 'extra_info', not both")
+        data = validate_input(CheckpointCreateSerializer, body)
+        key = "extra-info" if "extra-info" in body else "extra_info"
+        extra_info = metadata_clean(body.get(key), field=key)
+        checkpoint = services.checkpoint_create(
+            project_id=self.project_id, provider_id=self.provider.id, plan_id=data["plan_id"], extra_info=extra_info
+        )
+        return self.single(checkpoint)
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        services.checkpoint_delete(checkpoint=self.get_object())
+        return Response({})
+
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        checkpoint = self.get_object()
+        if not self.access.is_project_admin:
+            raise NotAuthorized("Policy doesn't allow the state of a checkpoint to be reset: admins only.")
+        data = validate_input(ResetStateSerializer, unwrap_body(request, "os-resetState"), prefix="os-resetState")
+        services.checkpoint_reset_state(checkpoint=checkpoint, state=data["state"])
+        return Response({})
