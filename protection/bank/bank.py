@@ -13,7 +13,7 @@ from .crypto import DEFAULT_SCRYPT_N, Crypto, MasterKey, open_key_file, seal_key
 from .errors import BankError, CorruptionError, ObjectNotFound
 from .index import ChunkLoc, build_full_lookup, pack_key, read_index_objects
 from .locks import DEFAULT_LEASE_TTL, Lease, wait_for_gc
-from .manifest import MANIFEST_KIND, MANIFEST_PREFIX, Manifest, manifest_key, validate_manifest_id
+from .manifest import MANIFEST_KIND, MANIFEST_PREFIX, Manifest, manifest_key
 from .packs import DEFAULT_PACK_SIZE
 
 if TYPE_CHECKING:

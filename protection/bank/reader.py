@@ -6,7 +6,6 @@ together in the same pack are read with one ranged GET (at most ~8 MiB), then ve
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat as stat_mod
 from collections import deque

@@ -7,8 +7,11 @@ so it is stable, URL-safe and reveals nothing, and a path a tenant sends is neve
 """
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import logging
 import os
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.api.exceptions import NotFound
 from providers.constants import FILESYSTEM_DIRECTORY
-from providers.plugins.base import Instance, ProtectablePlugin
+from protection.bank import Progress
+from protection.bank.manifest import manifest_key
+from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +101,34 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
         "properties": {
             "overwrite": {
                 "title": "Overwrite existing files",
-                "description": "Replace files that already exist at the destination; when false the restore "
-                "fails on the first existing file instead of changing it.",
+                "description": "Replace files and links that already exist at the destination (default). When "
+                "false the restore fails, before writing anything, if any of them exists. Files that are not in "
+                "the checkpoint are never deleted.",
                 "type": "boolean",
-                "default": False,
+                "default": True,
             },
         },
         "additionalProperties": False,
     }
     saved_info_schema = {
         "title": "Saved directory information",
-        "description": "What a checkpoint records about the protected directory.",
+        "description": "What a checkpoint records about the protected directory (returned by protect). "
+        "Besides the properties below it holds: path (the directory read), dirs, symlinks, bytes_reused "
+        "(unchanged files taken from the previous checkpoint without reading them), new_bytes (chunks the "
+        "bank did not hold before), excluded (entries skipped by exclude patterns) and warnings (entries "
+        "that could not be read completely).",
         "type": "object",
         "properties": {
-            "files": {"title": "Files", "description": "Number of entries stored.", "type": "integer"},
-            "bytes": {"title": "Bytes", "description": "Total size of the file contents stored.", "type": "integer"},
+            "files": {"title": "Files", "description": "Regular files stored.", "type": "integer", "minimum": 0},
+            "bytes": {"title": "Bytes", "description": "Total size of the file contents stored.", "type": "integer", "minimum": 0},
             "manifest": {
                 "title": "Manifest",
-                "description": "Bank key of the tree manifest (paths, modes, times and chunk ids).",
+                "description": "Bank key of the checkpoint manifest (paths, modes, times and chunk ids).",
                 "type": "string",
             },
         },
+        "required": ["files", "bytes", "manifest"],
+        "additionalProperties": True,
     }
     config_schema = {
         "type": "object",
@@ -144,6 +156,11 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
                     "required": ["path"],
                     "additionalProperties": False,
                 },
+            },
+            "allow_restore_in_place": {
+                "type": "boolean",
+                "description": "Whether a restore without restore_target may write to the original directory "
+                "(default true); when false a restore must name one of restore_targets.",
             },
             "include_settings_sources": {
                 "type": "boolean",
@@ -200,6 +217,90 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
                 return instance
         raise NotFound(f"{self.resource_type} {instance_id} could not be found.")
 
+    # --- protection side ---------------------------------------------------------------
+    def protect(self, context: ProtectContext) -> dict[str, Any]:
+        """Stream the directory tree into the checkpoint under ``context.prefix``.
+
+        The instance was re-resolved by the flow through ``show_instance``, so its path is one
+        the operator declared; a tenant-supplied path never reaches this point.
+        """
+        path = (context.resource.extra_info or {}).get("path")
+        if not path or not os.path.isdir(path):
+            raise PluginError(f"directory {context.resource.name} is missing or not a directory")
+        excludes = _exclude_patterns(context.parameters.get("exclude"))
+        writer = context.writer
+        before = dataclasses.replace(writer.stats, warnings=list(writer.stats.warnings))
+        bytes_total, items_total = _tree_size(path, excludes)
+        excluded = [0]
+
+        def on_progress(progress) -> None:
+            if context.on_progress is not None:
+                context.on_progress(
+                    Progress(
+                        bytes_done=progress.bytes_done,
+                        bytes_total=max(bytes_total, progress.bytes_done),
+                        items_done=progress.items_done,
+                        items_total=max(items_total, progress.items_done),
+                    )
+                )
+
+        walk = writer._walk
+        if excludes:
+            # The bank's writer has no exclude option; filter its walk for this call only.
+            def filtered_walk(src, prefix):
+                skipped_dirs: list[str] = []
+                for entry_path, stored, st in walk(src, prefix):
+                    relative = stored[len(prefix) + 1 :] if prefix else stored
+                    if any(relative.startswith(d + "/") for d in skipped_dirs) or _excluded(relative, excludes):
+                        if stat.S_ISDIR(st.st_mode):
+                            skipped_dirs.append(relative)
+                        excluded[0] += 1
+                        continue
+                    yield entry_path, stored, st
+
+            writer._walk = filtered_walk
+        try:
+            writer.add_tree(path, prefix=context.prefix, on_progress=on_progress)
+        except OSError as exc:
+            raise PluginError(f"directory {context.resource.name} could not be read: {exc.strerror or exc}") from exc
+        finally:
+            if excludes:
+                writer._walk = walk
+        after = writer.stats
+        return {
+            "path": str(path),
+            "manifest": manifest_key(writer.manifest_id),
+            "files": after.files - before.files,
+            "dirs": after.dirs - before.dirs,
+            "symlinks": after.symlinks - before.symlinks,
+            "bytes": after.bytes - before.bytes,
+            "bytes_reused": after.bytes_reused - before.bytes_reused,
+            "new_bytes": after.new_bytes - before.new_bytes,
+            "excluded": excluded[0],
+            "warnings": after.warnings[len(before.warnings) :][:100],
+        }
+
+    # --- restore / verify (the rules live in providers/plugins/fs_restore.py) -------------
+    def check_restore_target(
+        self, *, project_id: str, target: str | None, resources: list[Instance], saved_infos: dict[str, dict]
+    ) -> None:
+        """Raise PluginError naming the problem when these directories cannot be restored to ``target``."""
+        from providers.plugins import fs_restore
+
+        fs_restore.resolve_destinations(
+            self, project_id=project_id, target=target, resources=resources, saved_infos=saved_infos
+        )
+
+    def restore(self, context: RestoreContext) -> dict[str, Any]:
+        from providers.plugins import fs_restore
+
+        return fs_restore.restore(self, context)
+
+    def verify(self, context: VerifyContext) -> dict[str, Any]:
+        from providers.plugins import fs_restore
+
+        return fs_restore.verify(self, context)
+
     def allowed_restore_targets(self, *, project_id: str) -> list[Path]:
         """Directories a restore for ``project_id`` may write into (besides the original location)."""
         return [target.path for target in self.restore_targets if target.visible_to(project_id)]
@@ -245,6 +346,55 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
             name=name,
             extra_info={"path": str(real), "source": source.name},
         )
+
+
+def _exclude_patterns(raw: Any) -> list[str]:
+    if not raw:
+        return []
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",")]
+    return [pattern.strip("/") for pattern in raw if pattern and pattern.strip("/")]
+
+
+def _excluded(relative: str, patterns: list[str]) -> bool:
+    """``*.tmp`` matches at any depth; ``cache/**`` (or ``cache``) the whole subtree."""
+    name = relative.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        if pattern.endswith("/**"):
+            base = pattern[:-3]
+            if fnmatch.fnmatchcase(relative, base):
+                return True
+            continue
+        if fnmatch.fnmatchcase(relative, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern)):
+            return True
+    return False
+
+
+def _tree_size(root: str, excludes: list[str]) -> tuple[int, int]:
+    """Bytes of regular files and number of entries under ``root`` (for progress totals; links not followed)."""
+    total_bytes, total_items = 0, 1
+    stack = [("", root)]
+    while stack:
+        relative_dir, directory = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                found = list(entries)
+        except OSError:
+            continue
+        for entry in found:
+            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+            if excludes and _excluded(relative, excludes):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total_items += 1
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((relative, entry.path))
+            elif stat.S_ISREG(st.st_mode):
+                total_bytes += st.st_size
+    return total_bytes, total_items
 
 
 def _absolute(raw: str, field: str, *, must_be_dir: bool = False) -> Path:
