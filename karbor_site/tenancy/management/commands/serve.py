@@ -166,6 +166,9 @@ class Command(BaseCommand):
         bind = bind or resolve_bind(port)
         web_workers = env_int("KARBOR_WEB_WORKERS", 2, minimum=1)
         concurrency = env_int("KARBOR_WORKER_CONCURRENCY", 2, minimum=1)
+        pool = env_str("KARBOR_WORKER_POOL") or "prefork"
+        if pool not in ("prefork", "threads", "solo"):
+            raise CommandError(f"KARBOR_WORKER_POOL must be prefork, threads or solo, not {pool!r}")
         stop_timeout = env_int("KARBOR_STOP_TIMEOUT", 30, minimum=1)
         python = sys.executable
         children: list[Child] = []
@@ -184,8 +187,9 @@ class Command(BaseCommand):
                 Child(
                     "worker",
                     [python, "-m", "celery", "-A", "karbor_site", "worker", "--loglevel", "INFO",
-                     "--concurrency", str(concurrency), "--hostname", f"karbor-worker-{os.getpid()}@%h"],
-                    f"celery worker, concurrency {concurrency}",
+                     "--pool", pool, "--concurrency", str(concurrency),
+                     "--hostname", f"karbor-worker-{os.getpid()}@%h"],
+                    f"celery worker, {pool} pool, concurrency {concurrency}",
                 )
             )
         if not no_beat:
