@@ -108,7 +108,7 @@ def through_service(data: str, workdir: str, workers: int, run: int) -> tuple[fl
         "KARBOR_FS_RESTORE_TARGETS": targets,
         "KARBOR_BANK_PASSPHRASE": PASSPHRASE,
         "KARBOR_BANK_WORKERS": str(workers),
-        "KARBOR_WORKER_POOL": os.environ.get("KARBOR_WORKER_POOL", "prefork"),
+        "KARBOR_WORKER_POOL": os.environ.get("KARBOR_WORKER_POOL", ""),  # empty: serve's default
     }
     with live_service(extra_env=extra_env, timeout=120) as service:
         provider = next(p for p in api(service, "GET", "providers")["providers"]
