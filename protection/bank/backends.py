@@ -5,6 +5,7 @@ a reader sees either the whole previous object, the whole new one, or nothing.
 """
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import os
 import uuid
@@ -36,36 +37,36 @@ def _check_key(key: str) -> None:
         raise BackendError(f"invalid object key {key!r}")
 
 
-class Backend:
-    """Interface every backend implements."""
+class Backend(abc.ABC):
+    """Interface every backend implements (both implementations live below)."""
 
+    @abc.abstractmethod
     def put(self, key: str, data: Data) -> None:
         """Store ``data`` (bytes or a sequence of byte chunks) under ``key`` atomically."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """Return the whole object; raise ObjectNotFound when missing."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """Return ``length`` bytes at ``offset`` (shorter when the object is shorter)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with ``prefix``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """Return whether ``key`` exists."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """Human-readable location, for messages."""
-        raise NotImplementedError
 
 
 class LocalBackend(Backend):
