@@ -27,9 +27,13 @@ def damaged_setup(request, tmp_path):
     with bank.writer("ckpt") as w:
         w.add_tree(str(src))
         w.commit()
-    items = {i.path: i for i in bank.read_manifest("ckpt").items()}
+    manifest = bank.read_manifest("ckpt")
+    items = {i.path: i for i in manifest.items()}
     lookup = bank.load_lookup()
+    # Spare the bystander's packs and the item list's: damage there is reported, but as an
+    # unreadable item list, which cannot name the victim item.
     bystander_packs = {lookup[cid].pack for cid, _ in items["data/bystander.txt"].chunks}
+    bystander_packs |= {lookup[cid].pack for cid in manifest.tree_chunks}
     victim_loc = next(lookup[cid] for cid, _ in items[VICTIM].chunks if lookup[cid].pack not in bystander_packs)
     pack_path = os.path.join(backend.root, *pack_key(victim_loc.pack).split("/"))
     return Bank.open(backend, passphrase), victim_loc, pack_path, tmp_path
