@@ -22,7 +22,7 @@ def damaged_setup(request, tmp_path):
     bank = new_bank(backend, passphrase=passphrase, pack_size=64 * 1024)
     src = tmp_path / "src"
     (src / "data").mkdir(parents=True)
-    (src / "data" / "victim.bin").write_bytes(pseudo_random(300_000, "victim"))
+    (src / "data" / "victim.bin").write_bytes(pseudo_random(900_000, "victim"))
     (src / "data" / "bystander.txt").write_bytes(BYSTANDER)
     with bank.writer("ckpt") as w:
         w.add_tree(str(src))
