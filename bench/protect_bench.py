@@ -1,23 +1,32 @@
 #!/usr/bin/env python3
 """Protect and restore through the whole service, against the bank alone, in one run.
 
-    .venv/bin/python bench/protect_bench.py [--mib 512] [--repeat 1]
+    .venv/bin/python bench/protect_bench.py [--mib 512] [--rounds 5] [--workdir-parent /dev/shm]
 
-Builds the dataset with ``../shared/bench/make_dataset.py``, then:
+Builds the dataset with ``../shared/bench/make_dataset.py`` and starts one service
+(``manage.py serve``: gunicorn + Celery worker + beat, embedded broker, SQLite, encrypted local
+banks) with the dataset declared as a ``Filesystem::Directory`` source. Then, for each round:
 
-* **bank alone**: ``python -m protection.bank.cli protect`` / ``restore`` of the tree (the
-  same code the plugin calls, in its own process, encrypted);
-* **service**: ``manage.py serve`` (gunicorn + Celery worker + beat, embedded broker, SQLite,
-  encrypted local bank) with the dataset declared as a ``Filesystem::Directory`` source; after
-  an untimed warm-up checkpoint and restore of a one-file directory (a running service has
-  its bank and its worker's code loaded), a plan through the REST API, ``POST …/checkpoints`` then polling until ``available``, and
-  ``POST /restores`` then polling until ``success`` (the end time is the operation log's ``ended_at``).
+* **bank alone**: ``python -m protection.bank.cli protect`` / ``restore`` of the tree into a
+  fresh bank (the same code the plugin calls, in its own process, encrypted) — timed as
+  ``bench/bank_bench.py`` times it, the whole process, and also inside the call (the ``seconds``
+  the CLI prints), which leaves out the interpreter's start;
+* **via service**: a plan through the REST API on a provider whose bank is fresh for this
+  round, ``POST …/checkpoints`` then polling until ``available``, and ``POST /restores`` to a
+  declared restore target then polling until ``success``; the end time is the operation log's
+  ``ended_at``, written by the worker.
 
-Every phase runs warm (the tree is read once first). Nothing is deleted until every phase
-has run: on a file system mounted with ``discard`` (as these machines' ext4 is), creating
-files right after a large delete waits for the discards, which made a restore 2-4x slower
-in whichever phase came after a cleanup. The last line is
-``service overhead vs bank: protect=+X% restore=+Y%``.
+Both sides of a round run back to back, the order swapped every round (so drift in the
+machine's state falls on both equally), every protect starts warm (the tree read once first)
+and every timed step starts after a short settle. While the bank alone runs, the service's
+processes are stopped (SIGSTOP), so the bank alone has the machine to itself. Every restored
+tree is compared with the dataset. An untimed warm-up checkpoint and restore come first (a
+running service has its worker's code loaded).
+
+Restore figures swing from run to run on these machines (ext4 mounted with ``discard``:
+creating files soon after a large delete waits), which is why there are rounds. The last line
+is ``service overhead vs bank: protect=+X% restore=+Y%``: the median over rounds of each
+round's overhead against the bank-alone process.
 """
 from __future__ import annotations
 
@@ -26,12 +35,15 @@ import datetime
 import json
 import os
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -44,9 +56,23 @@ DIRECTORY = "Filesystem::Directory"
 # of a core, which a 2-core machine takes from the worker. The end of an operation is read
 # from its operation log (``ended_at``, written by the worker on this same clock) instead.
 POLL_SECONDS = float(os.environ.get("BENCH_POLL_SECONDS", "0.5"))
-# Both sides wait this long between protect and restore, so neither restore pays for the
-# write-back of what its protect just wrote.
+# Every timed step waits this long first, so none pays for the write-back of the step before.
 SETTLE_SECONDS = 2.0
+
+PROVIDER_YAML = """\
+id: {id}
+name: {name}
+enabled: true
+bank:
+  type: local
+  path: {bank}
+  passphrase_env: KARBOR_BANK_PASSPHRASE
+plugins:
+  Filesystem::Directory:
+    plugin: filesystem
+    options:
+      include_settings_sources: true
+"""
 
 
 def api(service, method: str, path: str, body: dict | None = None) -> dict:
@@ -78,85 +104,105 @@ def wait_status(fetch, done: set[str], timeout: float = 1800) -> dict:
         time.sleep(POLL_SECONDS)
 
 
-def bank_alone(data: str, workdir: str, workers: int, run: int) -> tuple[float, float]:
-    bank = os.path.join(workdir, f"bank-alone-{run}")
-    env = dict(os.environ, BANK_PASSPHRASE=PASSPHRASE, PYTHONPATH=REPO_ROOT)
-    base = [sys.executable, "-m", "protection.bank.cli", "--bank", bank, "--workers", str(workers)]
-    subprocess.run(base + ["init"], env=env, check=True, stdout=subprocess.DEVNULL)
-    checkpoint = str(uuid.uuid4())
-    warm(data)
-    started = time.monotonic()
-    subprocess.run(base + ["protect", data, "--id", checkpoint], env=env, check=True, stdout=subprocess.DEVNULL)
-    protect = time.monotonic() - started
-    dest = os.path.join(workdir, f"restore-alone-{run}")
-    time.sleep(SETTLE_SECONDS)
-    started = time.monotonic()
-    subprocess.run(base + ["restore", checkpoint, dest], env=env, check=True, stdout=subprocess.DEVNULL)
-    restore = time.monotonic() - started
-    return protect, restore
+@contextmanager
+def service_stopped(service):
+    """SIGSTOP every process of the service for the block, so the bank alone runs on a quiet machine."""
+    pids = service.session_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
-def through_service(data: str, workdir: str, workers: int, run: int) -> tuple[float, float, bool]:
-    targets = os.path.join(workdir, f"targets-{run}")
-    os.makedirs(targets, exist_ok=True)
-    warmup = os.path.join(workdir, f"warmup-{run}")
-    os.makedirs(warmup, exist_ok=True)
-    with open(os.path.join(warmup, "hello.txt"), "w") as f:
-        f.write("warm-up\n")
-    extra_env = {
-        "KARBOR_FS_SOURCES": os.pathsep.join([data, warmup]),
-        "KARBOR_FS_RESTORE_TARGETS": targets,
-        "KARBOR_BANK_PASSPHRASE": PASSPHRASE,
-        "KARBOR_BANK_WORKERS": str(workers),
-        "KARBOR_WORKER_POOL": os.environ.get("KARBOR_WORKER_POOL", ""),  # empty: serve's default
-    }
-    with live_service(extra_env=extra_env, timeout=120) as service:
-        provider = next(p for p in api(service, "GET", "providers")["providers"]
-                        if DIRECTORY in p["extended_info_schema"]["options_schema"])
+class BankAlone:
+    """The bank's own CLI, one fresh bank per round."""
+
+    def __init__(self, workdir: str, workers: int) -> None:
+        self.workdir = workdir
+        self.workers = workers
+        self.env = dict(os.environ, BANK_PASSPHRASE=PASSPHRASE, PYTHONPATH=REPO_ROOT)
+
+    def _cli(self, bank: str, *args: str) -> tuple[float, dict]:
+        command = [sys.executable, "-m", "protection.bank.cli", "--bank", bank, "--workers", str(self.workers), *args]
+        started = time.monotonic()
+        done = subprocess.run(command, env=self.env, check=True, capture_output=True, text=True)
+        wall = time.monotonic() - started
+        lines = done.stdout.strip().splitlines()
+        return wall, (json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {})
+
+    def protect(self, data: str, round_no: int) -> tuple[float, float, str]:
+        bank = os.path.join(self.workdir, f"bank-alone-{round_no}")
+        self._cli(bank, "init")
+        checkpoint = str(uuid.uuid4())
+        wall, out = self._cli(bank, "protect", data, "--id", checkpoint)
+        return wall, out["seconds"], checkpoint
+
+    def restore(self, checkpoint: str, dest: str, round_no: int) -> tuple[float, float]:
+        wall, out = self._cli(os.path.join(self.workdir, f"bank-alone-{round_no}"), "restore", checkpoint, dest)
+        return wall, out["seconds"]
+
+
+class ViaService:
+    """The REST API of one running service; one provider (so one fresh bank) per round."""
+
+    def __init__(self, service, provider_ids: list[str], data: str) -> None:
+        self.service = service
+        self.provider_ids = provider_ids
         instances = api(service, "GET", f"protectables/{DIRECTORY}/instances")["instances"]
-        instance = next(i for i in instances if i["extra_info"]["path"] == os.path.realpath(data))
-        # A running service has its bank created and its worker's code loaded: a tiny checkpoint
-        # and restore (untimed) first, so the figures are the steady state, not the first call.
-        tiny = next(i for i in instances if i["extra_info"]["path"] == os.path.realpath(warmup))
-        tiny_plan = api(service, "POST", "plans", {"plan": {
-            "name": "warm-up", "provider_id": provider["id"], "parameters": {},
-            "resources": [{"id": tiny["id"], "type": DIRECTORY, "name": tiny["name"]}],
-        }})["plan"]
-        tiny_cp = api(service, "POST", f"providers/{provider['id']}/checkpoints",
-                      {"checkpoint": {"plan_id": tiny_plan["id"]}})["checkpoint"]
-        wait_status(lambda: api(service, "GET", f"providers/{provider['id']}/checkpoints/{tiny_cp['id']}")
-                    ["checkpoint"], {"available", "error"})
-        tiny_restore = api(service, "POST", "restores", {"restore": {
-            "provider_id": provider["id"], "checkpoint_id": tiny_cp["id"],
-            "restore_target": os.path.join(targets, "warm-up"), "parameters": {}, "restore_auth": None,
-        }})["restore"]
-        wait_status(lambda: api(service, "GET", f"restores/{tiny_restore['id']}")["restore"], {"success", "fail"})
-        plan = api(service, "POST", "plans", {"plan": {
-            "name": "bench", "provider_id": provider["id"], "parameters": {},
+        self.instances = {i["extra_info"]["path"]: i for i in instances}
+        self.data = data
+
+    def _plan(self, provider_id: str, path: str) -> dict:
+        instance = self.instances[os.path.realpath(path)]
+        return api(self.service, "POST", "plans", {"plan": {
+            "name": f"bench {uuid.uuid4().hex[:6]}", "provider_id": provider_id, "parameters": {},
             "resources": [{"id": instance["id"], "type": DIRECTORY, "name": instance["name"]}],
         }})["plan"]
-        warm(data)
+
+    def protect(self, path: str, provider_id: str) -> tuple[float, str]:
+        plan = self._plan(provider_id, path)
         started = time.time()
-        checkpoint = api(service, "POST", f"providers/{provider['id']}/checkpoints",
+        checkpoint = api(self.service, "POST", f"providers/{provider_id}/checkpoints",
                          {"checkpoint": {"plan_id": plan["id"], "extra-info": {}}})["checkpoint"]
-        done = wait_status(lambda: api(service, "GET", f"providers/{provider['id']}/checkpoints/{checkpoint['id']}")
+        done = wait_status(lambda: api(self.service, "GET", f"providers/{provider_id}/checkpoints/{checkpoint['id']}")
                            ["checkpoint"], {"available", "error"})
-        protect = ended_at(service, checkpoint_id=checkpoint["id"]) - started
         if done["status"] != "available":
             raise RuntimeError(f"checkpoint ended {done['status']}: {done}")
-        dest = os.path.join(targets, "restored")
-        time.sleep(SETTLE_SECONDS)  # the protect task's tail (writer close) is not the restore's cost
+        return ended_at(self.service, checkpoint_id=checkpoint["id"]) - started, checkpoint["id"]
+
+    def restore(self, provider_id: str, checkpoint_id: str, dest: str) -> float:
         started = time.time()
-        restore = api(service, "POST", "restores", {"restore": {
-            "provider_id": provider["id"], "checkpoint_id": checkpoint["id"], "restore_target": dest,
+        restore = api(self.service, "POST", "restores", {"restore": {
+            "provider_id": provider_id, "checkpoint_id": checkpoint_id, "restore_target": dest,
             "parameters": {}, "restore_auth": None,
         }})["restore"]
-        done = wait_status(lambda: api(service, "GET", f"restores/{restore['id']}")["restore"], {"success", "fail"})
-        restore_seconds = ended_at(service, restore_id=restore["id"]) - started
+        done = wait_status(lambda: api(self.service, "GET", f"restores/{restore['id']}")["restore"], {"success", "fail"})
         if done["status"] != "success":
             raise RuntimeError(f"restore ended {done['status']}: {done}")
-        identical = tree_digest(dest) == tree_digest(data)
-    return protect, restore_seconds, identical
+        return ended_at(self.service, restore_id=restore["id"]) - started
+
+
+def write_providers(config_dir: str, workdir: str, count: int) -> list[str]:
+    os.makedirs(config_dir)
+    ids = []
+    for index in range(count):
+        provider_id = str(uuid.uuid4())
+        with open(os.path.join(config_dir, f"bench-{index}.yaml"), "w") as f:
+            f.write(PROVIDER_YAML.format(id=provider_id, name=f"bench bank {index}",
+                                         bank=os.path.join(workdir, f"bank-service-{index}")))
+        ids.append(provider_id)
+    return ids
+
+
+def settle() -> None:
+    time.sleep(SETTLE_SECONDS)
+
+
+def percent(service: float, alone: float) -> float:
+    return 100.0 * (service / alone - 1.0)
 
 
 def main() -> int:
@@ -164,41 +210,115 @@ def main() -> int:
     parser.add_argument("--dataset-script", default=os.path.join(REPO_ROOT, "..", "shared", "bench", "make_dataset.py"))
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of protect + restore on each side")
     parser.add_argument("--workdir-parent", default="/tmp",
                         help="where the dataset, banks and restores go (e.g. /dev/shm to take the disk out)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each; the best is reported (runs after the first follow the service's "
-                             "own cleanup, so the first run is the fairest)")
     args = parser.parse_args()
 
-    # The service's own data dir (SQLite, bank) goes there too, so both sides share one file system.
+    # The service's own data dir (SQLite) goes there too, so both sides share one file system.
     tempfile.tempdir = args.workdir_parent
     workdir = tempfile.mkdtemp(prefix="protect-bench-", dir=args.workdir_parent)
     try:
         data = os.path.join(workdir, "data")
         print(f"building {args.mib} MiB dataset in {data} ...", flush=True)
         make_dataset(os.path.abspath(args.dataset_script), data, args.mib)
-        os.sync()
-        time.sleep(5)  # let earlier deletes' discards finish before anything is timed
-        alone, service = [], []
-        for run in range(args.repeat):
-            alone.append(bank_alone(data, workdir, args.workers, run))
-            print(f"  run {run + 1}: bank alone   protect {alone[-1][0]:6.2f}s  restore {alone[-1][1]:6.2f}s", flush=True)
-            protect, restore, identical = through_service(data, workdir, args.workers, run)
-            service.append((protect, restore))
-            print(f"  run {run + 1}: via service  protect {protect:6.2f}s  restore {restore:6.2f}s  "
-                  f"(restored tree {'identical' if identical else 'DIFFERS'})", flush=True)
-            if not identical:
-                return 1
-        best_alone = (min(a[0] for a in alone), min(a[1] for a in alone))
-        best_service = (min(s[0] for s in service), min(s[1] for s in service))
-        print(f"\ndataset {args.mib} MiB under {args.workdir_parent}, workers={args.workers}, cpus={os.cpu_count()}, "
-              f"best of {args.repeat}")
-        print(f"{'':14s}{'protect s':>10s}{'restore s':>10s}")
-        print(f"{'bank alone':14s}{best_alone[0]:10.2f}{best_alone[1]:10.2f}")
-        print(f"{'via service':14s}{best_service[0]:10.2f}{best_service[1]:10.2f}")
-        over = [100.0 * (s / a - 1.0) for s, a in zip(best_service, best_alone)]
-        print(f"service overhead vs bank: protect={over[0]:+.1f}% restore={over[1]:+.1f}%")
+        expected = tree_digest(data)
+        warmup = os.path.join(workdir, "warmup")
+        os.makedirs(warmup)
+        with open(os.path.join(warmup, "hello.txt"), "w") as f:
+            f.write("warm-up\n")
+        targets = os.path.join(workdir, "targets")
+        os.makedirs(targets)
+        provider_ids = write_providers(os.path.join(workdir, "providers.d"), workdir, args.rounds + 1)
+        extra_env = {
+            "KARBOR_PROVIDER_CONFIG_DIR": os.path.join(workdir, "providers.d"),
+            "KARBOR_FS_SOURCES": os.pathsep.join([data, warmup]),
+            "KARBOR_FS_RESTORE_TARGETS": targets,
+            "KARBOR_BANK_PASSPHRASE": PASSPHRASE,
+            "KARBOR_BANK_WORKERS": str(args.workers),
+            "KARBOR_WORKER_POOL": os.environ.get("KARBOR_WORKER_POOL", ""),  # empty: serve's default
+        }
+        alone = BankAlone(workdir, args.workers)
+        rows = []
+        with live_service(extra_env=extra_env, timeout=120) as service:
+            via = ViaService(service, provider_ids[1:], data)
+            _, tiny = via.protect(warmup, provider_ids[0])
+            via.restore(provider_ids[0], tiny, os.path.join(targets, "warm-up"))
+            os.sync()
+            time.sleep(5)  # let the dataset's write-back (and its discards) finish before anything is timed
+
+            for round_no in range(args.rounds):
+                provider_id = provider_ids[round_no + 1]
+                alone_dest = os.path.join(workdir, f"restore-alone-{round_no}")
+                service_dest = os.path.join(targets, f"restored-{round_no}")
+                row = {}
+
+                def alone_protect():
+                    warm(data)
+                    settle()
+                    with service_stopped(service):
+                        row["alone_protect"], row["alone_protect_call"], row["alone_checkpoint"] = alone.protect(data, round_no)
+
+                def service_protect():
+                    warm(data)
+                    settle()
+                    row["service_protect"], row["service_checkpoint"] = via.protect(data, provider_id)
+
+                def alone_restore():
+                    settle()
+                    with service_stopped(service):
+                        row["alone_restore"], row["alone_restore_call"] = alone.restore(row["alone_checkpoint"], alone_dest, round_no)
+
+                def service_restore():
+                    settle()
+                    row["service_restore"] = via.restore(provider_id, row["service_checkpoint"], service_dest)
+
+                service_first = round_no % 2 == 1
+                steps = ([service_protect, alone_protect, service_restore, alone_restore] if service_first
+                         else [alone_protect, service_protect, alone_restore, service_restore])
+                for step in steps:
+                    step()
+                identical = tree_digest(alone_dest) == expected and tree_digest(service_dest) == expected
+                rows.append(row)
+                print(f"  round {round_no + 1} ({'service' if service_first else 'bank alone'} first): "
+                      f"protect alone {row['alone_protect']:6.2f}s service {row['service_protect']:6.2f}s "
+                      f"({percent(row['service_protect'], row['alone_protect']):+5.1f}%)   "
+                      f"restore alone {row['alone_restore']:6.2f}s service {row['service_restore']:6.2f}s "
+                      f"({percent(row['service_restore'], row['alone_restore']):+5.1f}%)   "
+                      f"restored trees {'identical' if identical else 'DIFFER'}", flush=True)
+                if not identical:
+                    return 1
+                # Only the restored trees go (the banks stay: a delete's discards would slow what follows).
+                shutil.rmtree(alone_dest)
+                shutil.rmtree(service_dest)
+                os.sync()
+
+        def median(key: str) -> float:
+            return statistics.median(row[key] for row in rows)
+
+        print(f"\ndataset {args.mib} MiB under {args.workdir_parent}, bank workers={args.workers}, "
+              f"cpus={os.cpu_count()}, {args.rounds} rounds, worker pool={extra_env['KARBOR_WORKER_POOL'] or 'default'}")
+        print(f"{'seconds':32s}{'protect':>9s}{'restore':>9s}   (median, best)")
+        for label, protect_key, restore_key in (
+            ("bank alone, whole process", "alone_protect", "alone_restore"),
+            ("bank alone, inside the call", "alone_protect_call", "alone_restore_call"),
+            ("via service (API -> worker)", "service_protect", "service_restore"),
+        ):
+            print(f"{label:32s}{median(protect_key):9.2f}{median(restore_key):9.2f}   "
+                  f"best {min(r[protect_key] for r in rows):.2f} / {min(r[restore_key] for r in rows):.2f}")
+        per_round = {
+            kind: [percent(r[f"service_{kind}"], r[f"alone_{kind}"]) for r in rows] for kind in ("protect", "restore")
+        }
+        strict = {
+            kind: statistics.median(percent(r[f"service_{kind}"], r[f"alone_{kind}_call"]) for r in rows)
+            for kind in ("protect", "restore")
+        }
+        print("per-round overhead: protect " + ", ".join(f"{p:+.1f}%" for p in per_round["protect"])
+              + "; restore " + ", ".join(f"{p:+.1f}%" for p in per_round["restore"]))
+        print(f"against the bank inside the call (no interpreter start): protect={strict['protect']:+.1f}% "
+              f"restore={strict['restore']:+.1f}% (median)")
+        print(f"service overhead vs bank: protect={statistics.median(per_round['protect']):+.1f}% "
+              f"restore={statistics.median(per_round['restore']):+.1f}% (median of {args.rounds} rounds)")
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -82,8 +82,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "new_bytes": s.new_bytes, "new_stored_bytes": s.new_stored_bytes,
                               "seconds": round(time.monotonic() - started, 3), "warnings": s.warnings[:10]}))
         elif args.command == "restore":
+            started = time.monotonic()
             report = bank.restore_tree(args.id, args.dest, prefix=args.prefix)
-            print(json.dumps({"files": report.files, "dirs": report.dirs, "bytes": report.bytes}))
+            print(json.dumps({"files": report.files, "dirs": report.dirs, "bytes": report.bytes,
+                              "seconds": round(time.monotonic() - started, 3)}))
         elif args.command == "list":
             for mid in bank.list_manifests():
                 print(mid)
