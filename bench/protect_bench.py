@@ -20,8 +20,9 @@ Both sides of a round run back to back, the order swapped every round (so drift 
 machine's state falls on both equally), every protect starts warm (the tree read once first)
 and every timed step starts after a short settle. While the bank alone runs, the service's
 processes are stopped (SIGSTOP), so the bank alone has the machine to itself. Every restored
-tree is compared with the dataset. An untimed warm-up checkpoint and restore come first (a
-running service has its worker's code loaded).
+tree is compared with the dataset; on a disk nothing is deleted until the end (each round's
+banks and restored trees take about 2 GiB). An untimed warm-up checkpoint and restore come
+first (a running service has its worker's code loaded).
 
 Restore figures swing from run to run on these machines (ext4 mounted with ``discard``:
 creating files soon after a large delete waits), which is why there are rounds. The last line
@@ -56,7 +57,7 @@ DIRECTORY = "Filesystem::Directory"
 # of a core, which a 2-core machine takes from the worker. The end of an operation is read
 # from its operation log (``ended_at``, written by the worker on this same clock) instead.
 POLL_SECONDS = float(os.environ.get("BENCH_POLL_SECONDS", "0.5"))
-# Every timed step waits this long first, so none pays for the write-back of the step before.
+# Every timed step syncs and waits this long first, so none pays for the write-back of the step before.
 SETTLE_SECONDS = 2.0
 
 PROVIDER_YAML = """\
@@ -197,7 +198,21 @@ def write_providers(config_dir: str, workdir: str, count: int) -> list[str]:
     return ids
 
 
+def is_memory_backed(path: str) -> bool:
+    """True when ``path`` lies on a tmpfs (the longest matching mount point of /proc/mounts)."""
+    real, best, fstype = os.path.realpath(path), "", ""
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _device, mount_point, kind = line.split()[:3]
+            if (real == mount_point or real.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) > len(best):
+                best, fstype = mount_point, kind
+    return fstype == "tmpfs"
+
+
 def settle() -> None:
+    # Flush the step before's dirty pages first: otherwise their write-back (half a GiB of
+    # bank or restored tree) lands inside whichever step runs next.
+    os.sync()
     time.sleep(SETTLE_SECONDS)
 
 
@@ -238,12 +253,19 @@ def main() -> int:
             "KARBOR_BANK_WORKERS": str(args.workers),
             "KARBOR_WORKER_POOL": os.environ.get("KARBOR_WORKER_POOL", ""),  # empty: serve's default
         }
+        memory_backed = is_memory_backed(workdir)
         alone = BankAlone(workdir, args.workers)
         rows = []
         with live_service(extra_env=extra_env, timeout=120) as service:
             via = ViaService(service, provider_ids[1:], data)
-            _, tiny = via.protect(warmup, provider_ids[0])
-            via.restore(provider_ids[0], tiny, os.path.join(targets, "warm-up"))
+            via.protect(warmup, provider_ids[0])
+            # Once warm, a one-file tree shows what an operation costs whatever its size.
+            settle()
+            tiny_protect, tiny = via.protect(warmup, provider_ids[0])
+            settle()
+            tiny_restore = via.restore(provider_ids[0], tiny, os.path.join(targets, "warm-up"))
+            print(f"  one-file tree through the service: protect {tiny_protect:.2f}s restore {tiny_restore:.2f}s",
+                  flush=True)
             os.sync()
             time.sleep(5)  # let the dataset's write-back (and its discards) finish before anything is timed
 
@@ -288,10 +310,11 @@ def main() -> int:
                       f"restored trees {'identical' if identical else 'DIFFER'}", flush=True)
                 if not identical:
                     return 1
-                # Only the restored trees go (the banks stay: a delete's discards would slow what follows).
-                shutil.rmtree(alone_dest)
-                shutil.rmtree(service_dest)
-                os.sync()
+                # On a disk nothing is deleted before the end: a delete's discards slow what follows.
+                # Memory is dearer than that on tmpfs, where a delete costs nothing later.
+                if memory_backed:
+                    shutil.rmtree(alone_dest)
+                    shutil.rmtree(service_dest)
 
         def median(key: str) -> float:
             return statistics.median(row[key] for row in rows)
