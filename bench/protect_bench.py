@@ -149,12 +149,10 @@ class BankAlone:
 class ViaService:
     """The REST API of one running service; one provider (so one fresh bank) per round."""
 
-    def __init__(self, service, provider_ids: list[str], data: str) -> None:
+    def __init__(self, service) -> None:
         self.service = service
-        self.provider_ids = provider_ids
         instances = api(service, "GET", f"protectables/{DIRECTORY}/instances")["instances"]
         self.instances = {i["extra_info"]["path"]: i for i in instances}
-        self.data = data
 
     def _plan(self, provider_id: str, path: str) -> dict:
         instance = self.instances[os.path.realpath(path)]
@@ -257,7 +255,7 @@ def main() -> int:
         alone = BankAlone(workdir, args.workers)
         rows = []
         with live_service(extra_env=extra_env, timeout=120) as service:
-            via = ViaService(service, provider_ids[1:], data)
+            via = ViaService(service)
             via.protect(warmup, provider_ids[0])
             # Once warm, a one-file tree shows what an operation costs whatever its size.
             settle()

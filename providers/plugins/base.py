@@ -6,6 +6,7 @@ provider file) are validated against ``config_schema`` when the plugin is built.
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -97,7 +98,7 @@ class VerifyContext:
     on_progress: Callable[..., None] | None = None
 
 
-class ProtectablePlugin:
+class ProtectablePlugin(abc.ABC):
     """Base class of every plugin; subclasses set the class attributes and implement ``list_instances``.
 
     ``options_schema`` validates a plan's ``parameters`` for this type, ``restore_schema`` a
@@ -125,9 +126,9 @@ class ProtectablePlugin:
     def configure(self, options: dict[str, Any]) -> None:
         """Checks beyond the JSON schema; raise ImproperlyConfigured naming the option."""
 
+    @abc.abstractmethod
     def list_instances(self, *, project_id: str, parameters: dict[str, Any]) -> list[Instance]:
         """Every instance of ``resource_type`` that ``project_id`` may protect."""
-        raise NotImplementedError
 
     def show_instance(self, *, project_id: str, instance_id: str, parameters: dict[str, Any]) -> Instance:
         """One instance visible to ``project_id``; ``NotFound`` when absent or not visible.
