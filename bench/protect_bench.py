@@ -18,7 +18,7 @@ banks) with the dataset declared as a ``Filesystem::Directory`` source. Then, fo
 
 Both sides of a round run back to back, the order swapped every round (so drift in the
 machine's state falls on both equally), every protect starts warm (the tree read once first)
-and every timed step starts after a short settle. While the bank alone runs, the service's
+and every timed step starts after a sync and a short settle. While the bank alone runs, the service's
 processes are stopped (SIGSTOP), so the bank alone has the machine to itself. Every restored
 tree is compared with the dataset; on a disk nothing is deleted until the end (each round's
 banks and restored trees take about 2 GiB). An untimed warm-up checkpoint and restore come
@@ -38,7 +38,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from contextlib import contextmanager
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from bench.bank_bench import PASSPHRASE, make_dataset, tree_digest, warm  # noqa: E402
+from bench.bank_bench import PASSPHRASE, make_dataset, run_measured, tree_digest, warm  # noqa: E402
 from karbor_site.testing.live import live_service  # noqa: E402
 
 DIRECTORY = "Filesystem::Directory"
@@ -128,10 +127,8 @@ class BankAlone:
 
     def _cli(self, bank: str, *args: str) -> tuple[float, dict]:
         command = [sys.executable, "-m", "protection.bank.cli", "--bank", bank, "--workers", str(self.workers), *args]
-        started = time.monotonic()
-        done = subprocess.run(command, env=self.env, check=True, capture_output=True, text=True)
-        wall = time.monotonic() - started
-        lines = done.stdout.strip().splitlines()
+        wall, _cpu, _rss, stdout = run_measured(command, env=self.env)
+        lines = stdout.strip().splitlines()
         return wall, (json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {})
 
     def protect(self, data: str, round_no: int) -> tuple[float, float, str]:
