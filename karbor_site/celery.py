@@ -37,7 +37,7 @@ def _reap_at_start() -> None:
     """A worker that starts fails what dead workers left running (the beat entry covers the rest)."""
     import logging
 
-    from protection.reaper import reap_dead_flows
+    from operations.reaper import reap_dead_flows
 
     try:
         reaped = reap_dead_flows()
@@ -54,7 +54,7 @@ def register_beat(sender=None, **kwargs) -> None:
 
     _start_heartbeat(socket.gethostname(), OPERATION_ENGINE_BINARY)
     # The system-owned schedule (idempotent; touches only its own row).
-    from protection.reaper import reaper_schedule_ensure
+    from operations.reaper import reaper_schedule_ensure
 
     reaper_schedule_ensure()
 

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "karbor_site.tenancy",
+    "operations",
     "providers",
     "plans",
     "protection",
@@ -266,3 +267,4 @@ KARBOR_QUEUED_TIMEOUT = env_int("KARBOR_QUEUED_TIMEOUT", 6 * 3600, minimum=1)
 KARBOR_REAPER_INTERVAL = env_int("KARBOR_REAPER_INTERVAL", 30, minimum=1)
 # Bank data younger than this is never swept by the GC that follows a checkpoint delete.
 KARBOR_BANK_GC_GRACE_SECONDS = env_int("KARBOR_BANK_GC_GRACE_SECONDS", 3600, minimum=0)
+KARBOR_BANK_GC_DELAY = env_int("KARBOR_BANK_GC_DELAY", 30, minimum=0)

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from protection import services
-from protection.verifications import verification_admin_action
+from protection.verifications.services import verification_admin_action
 from protection.models import Checkpoint, OperationLog, Quota, QuotaClass, Service, Verification
 
 

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from karbor_site.db import JSONTextField, SoftDeleteModel, new_uuid
+from operations.models import OperationRow
 
 
 class Service(SoftDeleteModel):
@@ -44,7 +45,7 @@ class CheckpointStatus(models.TextChoices):
     COPYING = "copying", "copying"
 
 
-class Checkpoint(SoftDeleteModel):
+class Checkpoint(OperationRow, SoftDeleteModel):
     """Catalog row of a checkpoint. The bank's manifest is the truth; this table can be rebuilt from it."""
 
     id = models.CharField(max_length=36, primary_key=True, default=new_uuid)
@@ -55,8 +56,6 @@ class Checkpoint(SoftDeleteModel):
     status_reason = models.TextField(blank=True, default="")
     protection_plan = JSONTextField(default=dict)
     resource_graph = JSONTextField(null=True, blank=True)
-    resources_status = JSONTextField(default=dict)
-    resources_reason = JSONTextField(default=dict)
     # Per resource ("<type>#<id>"): what the plugin's protect returned (its saved_info_schema).
     saved_info = JSONTextField(default=dict)
     extra_info = JSONTextField(default=dict)
@@ -64,12 +63,16 @@ class Checkpoint(SoftDeleteModel):
     bytes_total = models.BigIntegerField(null=True, blank=True)
     items_done = models.BigIntegerField(default=0)
     items_total = models.BigIntegerField(null=True, blank=True)
-    # The running flow refreshes this; a stale heartbeat means its worker died.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         db_table = "checkpoints"
+        constraints = [
+            # The per-plan lock: two protects of one plan never run at once (SQLite and PostgreSQL
+            # both enforce partial unique indexes; checkpoint_create turns a violation into a 409).
+            models.UniqueConstraint(
+                fields=["plan_id"], condition=models.Q(status="protecting"), name="one_protecting_checkpoint_per_plan"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"checkpoint {self.id} ({self.status})"
@@ -103,7 +106,7 @@ class OperationLog(SoftDeleteModel):
         return f"{self.operation_type} {self.id} ({self.status})"
 
 
-class Verification(SoftDeleteModel):
+class Verification(OperationRow, SoftDeleteModel):
     """A verification of one checkpoint: every chunk re-read and checked."""
 
     id = models.CharField(max_length=36, primary_key=True, default=new_uuid)
@@ -112,11 +115,6 @@ class Verification(SoftDeleteModel):
     checkpoint_id = models.CharField(max_length=36, db_index=True)
     parameters = JSONTextField(default=dict)
     status = models.CharField(max_length=64, default="in_progress")
-    resources_status = JSONTextField(default=dict)
-    resources_reason = JSONTextField(default=dict)
-    # The running flow refreshes this; a stale heartbeat means its worker died.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         db_table = "verifications"
@@ -168,3 +166,24 @@ class QuotaClass(SoftDeleteModel):
 
     def __str__(self) -> str:
         return f"{self.class_name} {self.resource}={self.hard_limit}"
+
+
+class BankGcRequest(models.Model):
+    """A provider's bank needs garbage collection: one row per provider, debouncing the GC runs.
+
+    Deletes only mark their provider here (``requested_at``); whoever flips ``queued`` from
+    false to true sends the one GC task, which flips it back before it starts, so N deletes
+    of one provider close together cost one GC, and a delete during a GC queues the next.
+    """
+
+    provider_id = models.CharField(max_length=36, primary_key=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    queued = models.BooleanField(default=False)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "bank_gc_requests"
+
+    def __str__(self) -> str:
+        return f"GC of {self.provider_id} ({'queued' if self.queued else 'idle'})"

@@ -9,11 +9,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from karbor_site.api.exceptions import Conflict, InvalidInput, NotFound
+from karbor_site.errors import Conflict, InvalidInput, NotFound
+from operations.kinds import registered_kinds
+from operations.reaper import reap_dead_flows
+from operations.runner import operation_enqueue_on_commit
 from plans.models import Plan
 from protection import flows
 from protection.bank import BankError
@@ -63,76 +66,125 @@ def checkpoint_create(
     """Create a ``protecting`` checkpoint of a plan and queue its protect flow after commit.
 
     Raises NotFound (unknown provider, or no such plan in ``project_id``), InvalidInput (the
-    plan belongs to another provider) or QuotaExceeded; on any of them nothing is written.
-    ``extra_info`` is stored as given, with ``created_by`` set by the caller kind.
+    plan belongs to another provider), QuotaExceeded or Conflict (the plan has a checkpoint
+    ``protecting`` already: two protects of one plan never run at once); on any of them nothing
+    is written. ``extra_info`` is stored as given, with ``created_by`` set by the caller kind.
+    A broker that refuses the task leaves the checkpoint ``error`` and raises ServiceUnavailable.
     """
     provider = get_registry().get(provider_id)
-    with transaction.atomic():
-        lock_project(project_id)
-        plan = Plan.objects.prefetch_related("resources").filter(project_id=project_id, pk=plan_id).first()
-        if plan is None:
-            raise NotFound(f"Plan {plan_id} could not be found.")
-        if plan.provider_id != provider.id:
-            raise InvalidInput(
-                f"Invalid plan: plan {plan.id} belongs to provider {plan.provider_id}, not {provider.id}.",
-                fields={"provider_id": [f"the plan's provider is {plan.provider_id}"]},
+    try:
+        with transaction.atomic():
+            return _checkpoint_create(
+                project_id=project_id, provider=provider, plan_id=plan_id, extra_info=extra_info,
+                created_by=created_by, scheduled_operation_id=scheduled_operation_id, enqueue=enqueue,
             )
-        quota_check(project_id=project_id, resource="checkpoints")
-        info = dict(extra_info or {})
-        info["created_by"] = created_by
-        if scheduled_operation_id:
-            info["scheduled_operation_id"] = scheduled_operation_id
-        now = timezone.now()
-        checkpoint = Checkpoint.objects.create(
-            project_id=project_id,
-            provider_id=provider.id,
-            plan_id=plan.id,
-            status=CheckpointStatus.PROTECTING,
-            protection_plan=_plan_snapshot(plan),
-            extra_info=info,
-            resources_status={},
-            resources_reason={},
-            created_at=now,
+    except IntegrityError as exc:
+        # The partial unique index (one ``protecting`` checkpoint per plan) caught a race the
+        # plan row lock could not (a database without row locks).
+        if Checkpoint.objects.filter(plan_id=plan_id, status=CheckpointStatus.PROTECTING).exists():
+            raise _plan_busy(plan_id) from exc
+        raise
+
+
+def _plan_busy(plan_id: str) -> Conflict:
+    return Conflict(
+        f"Plan {plan_id} is being protected already; wait for its checkpoint to finish.",
+        fields={"plan_id": ["a checkpoint of this plan is protecting"]},
+    )
+
+
+def _checkpoint_create(
+    *, project_id: str, provider, plan_id: str, extra_info: dict[str, Any] | None, created_by: str,
+    scheduled_operation_id: str | None, enqueue: bool,
+) -> Checkpoint:
+    lock_project(project_id)
+    # The plan row lock serialises two creates of one plan; the second then sees the first's row.
+    plan = Plan.objects.select_for_update().filter(project_id=project_id, pk=plan_id).first()
+    if plan is None:
+        raise NotFound(f"Plan {plan_id} could not be found.")
+    if plan.provider_id != provider.id:
+        raise InvalidInput(
+            f"Invalid plan: plan {plan.id} belongs to provider {plan.provider_id}, not {provider.id}.",
+            fields={"provider_id": [f"the plan's provider is {plan.provider_id}"]},
         )
-        OperationLog.objects.create(
-            project_id=project_id,
-            operation_type=flows.PROTECT,
-            checkpoint_id=checkpoint.id,
-            plan_id=plan.id,
-            provider_id=provider.id,
-            scheduled_operation_id=scheduled_operation_id,
-            status=CheckpointStatus.PROTECTING,
-            started_at=now,
-            extra_info=info,
-        )
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue("checkpoint_protect", checkpoint.id))
+    quota_check(project_id=project_id, resource="checkpoints")
+    if Checkpoint.objects.filter(plan_id=plan.id, status=CheckpointStatus.PROTECTING).exists():
+        raise _plan_busy(plan.id)
+    info = dict(extra_info or {})
+    info["created_by"] = created_by
+    if scheduled_operation_id:
+        info["scheduled_operation_id"] = scheduled_operation_id
+    now = timezone.now()
+    checkpoint = Checkpoint.objects.create(
+        project_id=project_id,
+        provider_id=provider.id,
+        plan_id=plan.id,
+        status=CheckpointStatus.PROTECTING,
+        protection_plan=_plan_snapshot(plan),
+        extra_info=info,
+        resources_status={},
+        resources_reason={},
+        created_at=now,
+    )
+    OperationLog.objects.create(
+        project_id=project_id,
+        operation_type=flows.PROTECT,
+        checkpoint_id=checkpoint.id,
+        plan_id=plan.id,
+        provider_id=provider.id,
+        scheduled_operation_id=scheduled_operation_id,
+        status=CheckpointStatus.PROTECTING,
+        started_at=now,
+        extra_info=info,
+    )
+    if enqueue:
+        operation_enqueue_on_commit(kind=flows.PROTECT_KIND, row_id=checkpoint.id)
     return checkpoint
 
 
-def _enqueue(task_name: str, checkpoint_id: str) -> None:
-    """Send the flow's task; a broker that refuses it fails the checkpoint now, with the reason."""
-    from protection import tasks
+def checkpoint_hold(*, checkpoint_id: str) -> Checkpoint:
+    """Lock an ``available`` checkpoint row for the current transaction (Conflict otherwise).
 
-    try:
-        getattr(tasks, task_name).delay(checkpoint_id)
-    except Exception as exc:  # noqa: BLE001 - kombu raises many types; the row must not wait forever
-        log.exception("could not queue %s for checkpoint %s", task_name, checkpoint_id)
-        running = CheckpointStatus.PROTECTING if task_name == "checkpoint_protect" else CheckpointStatus.DELETING
-        reason = f"The task could not be queued: {type(exc).__name__}: {exc}"
-        now = timezone.now()
-        if Checkpoint.all_objects.filter(pk=checkpoint_id, status=running, worker="").update(
-            status=CheckpointStatus.ERROR, status_reason=reason, updated_at=now
-        ):
-            OperationLog.all_objects.filter(checkpoint_id=checkpoint_id, ended_at__isnull=True).update(
-                status=CheckpointStatus.ERROR, error_info=reason, ended_at=now
-            )
+    Whoever starts an operation that reads a checkpoint (restore, verify, copy) calls this in
+    the transaction that creates its row: a concurrent delete waits for that transaction and
+    then sees the running operation (``checkpoint_delete`` refuses), or the delete won and the
+    checkpoint is no longer ``available``.
+    """
+    checkpoint = Checkpoint.objects.select_for_update().filter(pk=checkpoint_id).first()
+    if checkpoint is None or checkpoint.status != CheckpointStatus.AVAILABLE:
+        status = checkpoint.status if checkpoint else "gone"
+        raise Conflict(
+            f"Checkpoint {checkpoint_id} is {status}; only an available checkpoint can be used.",
+            fields={"checkpoint_id": [f"the checkpoint is {status}, not available"]},
+        )
+    return checkpoint
+
+
+def operations_holding(*, checkpoint_id: str) -> list[str]:
+    """``"<kind> <id>"`` of every running operation that reads this checkpoint (restores, verifications…)."""
+    held = []
+    for kind in registered_kinds():
+        if kind.holds_checkpoint:
+            rows = kind.model.objects.filter(checkpoint_id=checkpoint_id, status=kind.running)
+            held += [f"{kind.label.lower()} {pk}" for pk in rows.values_list("pk", flat=True)]
+    return held
 
 
 def checkpoint_delete(*, checkpoint: Checkpoint, enqueue: bool = True) -> Checkpoint:
-    """``available``/``error`` → ``deleting``, and queue the delete flow; 409 naming the status otherwise."""
+    """``available``/``error``/``error-deleting`` → ``deleting``, and queue the delete flow.
+
+    Conflict (409) naming the status when the checkpoint is in another state, or naming the
+    restores and verifications that are reading it.
+    """
     with transaction.atomic():
         now = timezone.now()
+        Checkpoint.objects.select_for_update().filter(pk=checkpoint.pk).first()
+        holding = operations_holding(checkpoint_id=checkpoint.pk)
+        if holding:
+            raise Conflict(
+                f"Checkpoint {checkpoint.pk} can not be deleted while it is being read by {', '.join(holding)}.",
+                fields={"checkpoint_id": [f"in use by {', '.join(holding)}"]},
+            )
         changed = Checkpoint.objects.filter(pk=checkpoint.pk, status__in=DELETABLE).update(
             status=CheckpointStatus.DELETING, status_reason="", worker="", heartbeat_at=None, updated_at=now
         )
@@ -152,7 +204,7 @@ def checkpoint_delete(*, checkpoint: Checkpoint, enqueue: bool = True) -> Checkp
             started_at=now,
         )
         if enqueue:
-            transaction.on_commit(lambda: _enqueue("checkpoint_delete", checkpoint.pk))
+            operation_enqueue_on_commit(kind=flows.DELETE_KIND, row_id=checkpoint.pk)
     return Checkpoint.all_objects.get(pk=checkpoint.pk)
 
 
@@ -174,6 +226,31 @@ def checkpoint_reset_state(*, checkpoint: Checkpoint, state: str) -> Checkpoint:
 
 
 # --- catalog rebuild -------------------------------------------------------------------
+def _protect_failed(checkpoint_id: str) -> bool:
+    """Its protect ended in ``error`` (not an administrator's reset of an available checkpoint)."""
+    last = (OperationLog.all_objects.filter(checkpoint_id=checkpoint_id, operation_type=flows.PROTECT)
+            .order_by("-created_at").values_list("status", flat=True).first())
+    return last == CheckpointStatus.ERROR
+
+
+def _reconcile_protect(row: Checkpoint) -> bool:
+    """A failed protect whose complete manifest the bank holds (the worker died between the bank
+    commit and the finish, and the row was failed first) becomes ``available`` from the manifest."""
+    values = flows.checkpoint_from_manifest(row)
+    if values is None:
+        return False
+    with transaction.atomic():
+        now = timezone.now()
+        if not Checkpoint.all_objects.filter(pk=row.pk, status=CheckpointStatus.ERROR).update(
+            **values, status=CheckpointStatus.AVAILABLE, updated_at=now
+        ):
+            return False
+        OperationLog.all_objects.filter(checkpoint_id=row.pk, operation_type=flows.PROTECT).update(
+            status=CheckpointStatus.AVAILABLE, error_info=None
+        )
+    return True
+
+
 CATALOG_FIELDS = (
     "project_id", "provider_id", "plan_id", "protection_plan", "resource_graph", "resources_status",
     "resources_reason", "saved_info", "extra_info",
@@ -185,6 +262,7 @@ class CatalogReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -193,9 +271,13 @@ def catalog_rebuild(*, provider_id: str | None = None) -> CatalogReport:
 
     A manifest without a row gets an ``available`` row; an ``available`` row is refreshed from
     its manifest; an ``available`` row whose manifest is gone becomes ``error`` with the reason.
-    Rows in other states are left alone (a flow may be running on them).
+    The commit point is reconciled: the reaper first finishes (from the manifest) or fails
+    the rows of dead workers, then an ``error`` row whose complete manifest the bank holds (a
+    worker that died after the bank commit, failed before the manifest was seen) becomes
+    ``available`` — no manifest stays pinned without its row. Rows still running are left alone.
     """
     report = CatalogReport()
+    reap_dead_flows()
     registry = get_registry()
     providers = [registry.get(provider_id)] if provider_id else registry.providers()
     for provider in providers:
@@ -229,6 +311,9 @@ def catalog_rebuild(*, provider_id: str | None = None) -> CatalogReport:
             elif row.status == CheckpointStatus.AVAILABLE and not row.deleted:
                 Checkpoint.all_objects.filter(pk=manifest_id, status=CheckpointStatus.AVAILABLE).update(**values)
                 report.updated.append(manifest_id)
+            elif row.status == CheckpointStatus.ERROR and not row.deleted and _protect_failed(manifest_id):
+                if _reconcile_protect(row):
+                    report.reconciled.append(manifest_id)
         lost = Checkpoint.objects.filter(provider_id=provider.id, status=CheckpointStatus.AVAILABLE).exclude(
             pk__in=manifest_ids
         )

@@ -1,14 +1,15 @@
 from django.urls import re_path
 
 from karbor_site.api.routers import KarborRouter
-from protection import verification_views, views
+from protection import views
+from protection.verifications.views import VerificationViewSet
 
 router = KarborRouter()
 router.register("operation_logs", views.OperationLogViewSet, basename="operation-log")
 router.register("os-services", views.ServiceViewSet, basename="os-service")
 router.register("quotas", views.QuotaViewSet, basename="quota")
 router.register("quota_classes", views.QuotaClassViewSet, basename="quota-class")
-router.register("verifications", verification_views.VerificationViewSet, basename="verification")
+router.register("verifications", VerificationViewSet, basename="verification")
 
 PROVIDER = r"providers/(?P<provider_id>[^/]+)"
 CHECKPOINT = r"(?P<checkpoint_id>[^/]+)"

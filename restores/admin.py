@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from protection.admin import AllRowsAdmin
 from restores import services
 from restores.models import Restore, RestoreStatus

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import models
 
 from karbor_site.db import JSONTextField, SoftDeleteModel, new_uuid
+from operations.models import OperationRow
 
 
 class RestoreStatus(models.TextChoices):
@@ -12,7 +13,7 @@ class RestoreStatus(models.TextChoices):
     FAIL = "fail", "fail"
 
 
-class Restore(SoftDeleteModel):
+class Restore(OperationRow, SoftDeleteModel):
     """A restore of one checkpoint, in place or to a target the operator allows.
 
     ``parameters`` is widened from the seed's varchar(255) to TEXT, as Karbor itself did;
@@ -26,11 +27,6 @@ class Restore(SoftDeleteModel):
     restore_target = models.CharField(max_length=255, blank=True, default="")
     parameters = JSONTextField(default=dict)
     status = models.CharField(max_length=64, choices=RestoreStatus.choices, default=RestoreStatus.IN_PROGRESS)
-    resources_status = JSONTextField(default=dict)
-    resources_reason = JSONTextField(default=dict)
-    # The running flow refreshes this; a stale heartbeat means its worker died.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         db_table = "restores"

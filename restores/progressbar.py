@@ -13,7 +13,8 @@ def _size(value: float) -> str:
 
 
 class ProgressBar:
-    """``on_progress`` callback for ``restore_run``/``verification_run``; redraws at most 10 times a second."""
+    """``echo`` callback of the runner (``protect``, ``restore``, ``verify``): gets the operation's
+    bank ``Progress`` totals and redraws at most 10 times a second."""
 
     def __init__(self, stream, *, label: str, width: int = 30) -> None:
         self.stream, self.label, self.width = stream, label, width
@@ -21,21 +22,22 @@ class ProgressBar:
         self._last = 0.0
         self._drawn = False
 
-    def __call__(self, recorder) -> None:
+    def __call__(self, progress) -> None:
         now = time.monotonic()
         if not self.enabled or now - self._last < 0.1:
             return
         self._last = now
-        self.draw(recorder)
+        self.draw(progress)
 
-    def draw(self, recorder) -> None:
-        bytes_total, items_total = recorder.totals()
-        fraction = (recorder.bytes_done / bytes_total) if bytes_total else (1.0 if bytes_total == 0 else 0.0)
+    def draw(self, progress) -> None:
+        bytes_total, items_total = progress.bytes_total, progress.items_total
+        fraction = (progress.bytes_done / bytes_total) if bytes_total else (1.0 if bytes_total == 0 else 0.0)
         filled = int(self.width * min(1.0, fraction))
-        items = f"{recorder.items_done}/{items_total}" if items_total is not None else str(recorder.items_done)
+        items = f"{progress.items_done}/{items_total}" if items_total is not None else str(progress.items_done)
+        total = _size(bytes_total) if bytes_total is not None else "?"
         line = (
             f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}% "
-            f"{_size(recorder.bytes_done)} / {_size(bytes_total or 0)}, {items} items"
+            f"{_size(progress.bytes_done)} / {total}, {items} items"
         )
         self.stream.write(line, ending="")
         self.stream.flush()

@@ -1,17 +1,18 @@
-"""Reads shared by the restore and verify services: the checkpoint an operation may use, its resources."""
+"""Reads shared by the restore and verify operations: the checkpoint an operation may use, its contents."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from karbor_site.api.exceptions import Conflict, NotFound
+from karbor_site.errors import Conflict, NotFound
+from protection.bank import Bank
+from protection.banks import bank_for_provider
+from protection.flows import plan_parameters_for as merged_parameters  # noqa: F401 - one merge rule for all
+from protection.flows import resource_key
 from protection.models import Checkpoint, CheckpointStatus
+from providers.config import ProviderConfig
 from providers.plugins.base import Instance
-
-
-def resource_key(resource_type: str, resource_id: str) -> str:
-    """``"<type>#<id>"``: the key of ``resources_status``/``resources_reason``/``saved_info``."""
-    return f"{resource_type}#{resource_id}"
 
 
 def checkpoint_for_operation(
@@ -78,8 +79,37 @@ def checkpoint_resources(protection_plan: dict | None, resource_graph: Any = Non
     return list(found.values())
 
 
-def merged_parameters(parameters: dict[str, Any], resource_type: str, resource_id: str) -> dict[str, Any]:
-    """Type-level parameters, overridden by the ``type#id`` ones (as for plans)."""
-    merged = dict(parameters.get(resource_type) or {})
-    merged.update(parameters.get(resource_key(resource_type, resource_id)) or {})
-    return merged
+def saved_infos_by_key(checkpoint: Checkpoint | None) -> dict[str, dict]:
+    """The checkpoint's per-resource saved info, keyed ``"<type>#<id>"``."""
+    raw = getattr(checkpoint, "saved_info", None) or {}
+    return {key: value for key, value in raw.items() if isinstance(value, dict)}
+
+
+@dataclass
+class CheckpointContents:
+    """What the bank holds for a checkpoint: what restore and verify read, resource by resource."""
+
+    bank: Bank
+    resources: list[Instance]
+    saved_info: dict[str, dict]  # by "<type>#<id>"
+    protected: dict[str, str]  # resources_status when it was protected
+    bytes_total: int
+    items_total: int
+
+
+def checkpoint_contents(*, provider: ProviderConfig, checkpoint_id: str) -> CheckpointContents:
+    """Read a checkpoint's manifest (the truth) with the catalog row as a fallback for older manifests."""
+    bank = bank_for_provider(provider)
+    manifest = bank.read_manifest(checkpoint_id)
+    meta = manifest.meta.get("checkpoint") or {}
+    row = Checkpoint.all_objects.filter(pk=checkpoint_id).first()
+    plan = meta.get("protection_plan") or (row.protection_plan if row else None)
+    graph = meta.get("resource_graph") if "resource_graph" in meta else (row.resource_graph if row else None)
+    saved = saved_infos_by_key(row)
+    saved.update({key: value for key, value in (meta.get("saved_info") or {}).items() if isinstance(value, dict)})
+    stats = manifest.stats
+    return CheckpointContents(
+        bank=bank, resources=checkpoint_resources(plan, graph), saved_info=saved,
+        protected=meta.get("resources_status") or (row.resources_status if row else {}) or {},
+        bytes_total=stats.bytes, items_total=stats.files + stats.dirs + stats.symlinks + stats.streams,
+    )

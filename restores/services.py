@@ -4,7 +4,8 @@
 project's, ``available``), parameters against each plugin's ``restore_schema``, and the
 restore target against the plugins' rules — and answers a 4xx naming the problem, creating
 nothing. Then it writes the Restore row (``in_progress``, every resource ``restoring``) and
-its OperationLog row in one transaction, and enqueues ``restores.restore_run`` after commit.
+its OperationLog row in one transaction — holding the checkpoint row, so a concurrent delete
+waits and then sees the running restore — and enqueues ``restores.restore_run`` after commit.
 """
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from karbor_site.api.exceptions import Conflict, InvalidInput, ServiceUnavailable
+from karbor_site.errors import Conflict, InvalidInput
+from operations.runner import operation_enqueue_on_commit, operation_fail
 from protection.models import Checkpoint, OperationLog
+from protection.services import checkpoint_hold
 from providers.config import ProviderConfig
 from providers.constants import split_parameter_key
 from providers.plugins.base import Instance, PluginError
 from providers.registry import get_registry
 from providers.validation import parameters_validate
+from restores.flows import RESTORE_KIND, RESTORING
 from restores.models import Restore, RestoreStatus
 from restores.selectors import checkpoint_for_operation, checkpoint_resources, resource_key
 
 log = logging.getLogger(__name__)
-
-RESTORING = "restoring"
 
 
 def parameters_check_resources(
@@ -101,6 +103,7 @@ def restore_create(
     restore_target_check(provider=provider, project_id=project_id, target=target, resources=resources, checkpoint=checkpoint)
 
     with transaction.atomic():
+        checkpoint_hold(checkpoint_id=checkpoint.id)
         restore = Restore.objects.create(
             project_id=project_id,
             provider_id=provider.id,
@@ -121,40 +124,10 @@ def restore_create(
             status=RestoreStatus.IN_PROGRESS,
         )
         if enqueue:
-            transaction.on_commit(lambda: restore_enqueue(restore_id=restore.id))
+            operation_enqueue_on_commit(kind=RESTORE_KIND, row_id=restore.id)
     return restore
-
-
-def restore_enqueue(*, restore_id: str) -> None:
-    """Send the run task; a broker that cannot be reached fails the restore and is a 503."""
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from restores.tasks import restore_run_task
-
-    try:
-        restore_run_task.delay(restore_id)
-    except (BrokerError, OSError) as exc:
-        log.error("cannot enqueue restore %s: %s", restore_id, exc)
-        restore_fail(restore_id=restore_id, reason=f"the restore could not be queued: {exc}")
-        raise ServiceUnavailable("The task queue is unavailable; the restore was not started.") from exc
 
 
 def restore_fail(*, restore_id: str, reason: str) -> bool:
     """Mark an ``in_progress`` restore ``fail`` with ``reason`` on every unfinished resource (guarded)."""
-    with transaction.atomic():
-        restore = Restore.objects.select_for_update().filter(pk=restore_id, status=RestoreStatus.IN_PROGRESS).first()
-        if restore is None:
-            return False
-        statuses = dict(restore.resources_status or {})
-        reasons = dict(restore.resources_reason or {})
-        for key, value in statuses.items():
-            if value == RESTORING:
-                statuses[key] = "error"
-                reasons.setdefault(key, reason)
-        restore.status = RestoreStatus.FAIL
-        restore.resources_status, restore.resources_reason = statuses, reasons
-        restore.save(update_fields=["status", "resources_status", "resources_reason", "updated_at"])
-        OperationLog.objects.filter(restore_id=restore_id, operation_type="restore").update(
-            status=RestoreStatus.FAIL, ended_at=timezone.now(), error_info=reason
-        )
-    return True
+    return operation_fail(kind=RESTORE_KIND, row_id=restore_id, reason=reason)

@@ -1,4 +1,4 @@
-"""Domain errors and the one exception handler that turns every error into an OpenStack fault.
+"""The one exception handler that turns every error (domain, Django, DRF) into an OpenStack fault.
 
 python-karborclient only understands the fault shape: one top-level key named after the
 status (``badRequest``, ``itemNotFound``…) holding ``code`` and ``message``. We add
@@ -16,6 +16,17 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+# Re-exported: the domain errors used to live here.
+from karbor_site.errors import (  # noqa: F401
+    Conflict,
+    InvalidInput,
+    KarborError,
+    NotAuthorized,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+)
+
 log = logging.getLogger(__name__)
 
 FAULT_NAMES = {
@@ -30,52 +41,6 @@ FAULT_NAMES = {
     501: "notImplemented",
     503: "serviceUnavailable",
 }
-
-
-class KarborError(Exception):
-    """Base of every domain error; services raise these, never HTTP responses."""
-
-    status_code = 500
-    default_message = "An unknown error occurred."
-
-    def __init__(self, message: str | None = None, *, fields: dict[str, list[str]] | None = None):
-        self.message = message or self.default_message
-        self.fields = fields or {}
-        super().__init__(self.message)
-
-
-class InvalidInput(KarborError):
-    status_code = 400
-    default_message = "Invalid input received."
-
-    @classmethod
-    def for_field(cls, field: str, reason: str) -> "InvalidInput":
-        return cls(f"{field}: {reason}", fields={field: [reason]})
-
-
-class NotAuthorized(KarborError):
-    status_code = 403
-    default_message = "Not authorized."
-
-
-class NotFound(KarborError):
-    status_code = 404
-    default_message = "Resource could not be found."
-
-
-class Conflict(KarborError):
-    status_code = 409
-    default_message = "The request conflicts with the current state of the resource."
-
-
-class QuotaExceeded(KarborError):
-    status_code = 413
-    default_message = "Quota exceeded."
-
-
-class ServiceUnavailable(KarborError):
-    status_code = 503
-    default_message = "A backing service is unavailable; try again later."
 
 
 def fault_body(status: int, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_create_returns_protecting_checkpoint_and_queues_protect_after_commit(
 def test_create_accepts_underscore_extra_info_and_null(owner, plan):
     stored = create(owner, plan.id, extra_info={"k": "v"}).json()["checkpoint"]
     assert json.loads(stored["extra_info"]) == {"k": "v", "created_by": "manual"}
+    Checkpoint.objects.filter(pk=stored["id"]).update(status="error")  # one protect of a plan at a time
     # python-karborclient sends "extra-info": null when none is given.
     empty = create(owner, plan.id, **{"extra-info": None}).json()["checkpoint"]
     assert json.loads(empty["extra_info"]) == {"created_by": "manual"}
@@ -179,7 +180,10 @@ def four_checkpoints(owner, plan, fs_provider):
     ids = []
     for index, plan_id in enumerate([plan.id, other_plan.id, plan.id, plan.id]):
         checkpoint_id = create(owner, plan_id).json()["checkpoint"]["id"]
-        Checkpoint.objects.filter(pk=checkpoint_id).update(created_at=timezone.now() - timedelta(days=10 - index * 3))
+        # (available: one protect of a plan at a time)
+        Checkpoint.objects.filter(pk=checkpoint_id).update(
+            created_at=timezone.now() - timedelta(days=10 - index * 3), status="available"
+        )
         ids.append(checkpoint_id)
     return ids, other_plan
 

@@ -107,5 +107,5 @@ def test_protect_command_draws_a_progress_bar_on_a_terminal(plan):
     out = Terminal()
     call_command("protect", plan.id, stdout=out, stderr=io.StringIO())
     text = out.getvalue()
-    assert "\r[" in text and "%" in text and "items" in text
+    assert "\rprotecting [" in text and "%" in text and "items" in text
     assert text.rstrip().endswith(": available")

@@ -7,11 +7,13 @@ import pytest
 
 from protection import flows, services
 from karbor_site.testing.servers import running_in_ci
-from protection.heartbeats import FlowHeartbeat
-from protection.verifications import verification_create, verification_run
+from operations.heartbeat import FlowHeartbeat
+from protection.verifications.flows import verification_run
+from protection.verifications.services import verification_create
 from restores.flows import restore_run
 from restores.services import restore_create
 from protection.bank import Bank
+from protection.gc import bank_gc
 from protection.banks import bank_for_provider, forget_banks, resource_prefix
 from protection.models import Checkpoint, OperationLog
 from protection.tests.flowkit import FS, fill_tree, make_plan, trees_equal
@@ -132,6 +134,7 @@ def test_delete_removes_manifest_and_gc_reclaims_space(db, fs_provider, tree, se
     deleted = flows.checkpoint_delete_run(checkpoint_id=checkpoint.id, worker="w:1")
     assert deleted.status == "deleted" and deleted.deleted
     assert not bank().manifest_exists(checkpoint.id)
+    assert bank_gc(FS_PROVIDER_ID) == "done"  # the one batched GC the delete asked for
     assert bank().stored_bytes() < stored / 2
 
 
@@ -239,17 +242,17 @@ def test_broker_refusing_the_task_fails_the_checkpoint_with_the_reason(db, fs_pr
                                                                        django_capture_on_commit_callbacks):
     from kombu.exceptions import OperationalError
 
+    from karbor_site.errors import ServiceUnavailable
     from protection import tasks
 
     def refuse(checkpoint_id):
         raise OperationalError("broker unreachable")
 
     monkeypatch.setattr(tasks.checkpoint_protect, "delay", refuse)
-    with django_capture_on_commit_callbacks(execute=True):
-        checkpoint = services.checkpoint_create(
-            project_id=OWNER_PROJECT, provider_id=FS_PROVIDER_ID, plan_id=make_plan(fs_provider).id
-        )
-    row = Checkpoint.objects.get(pk=checkpoint.id)
+    with pytest.raises(ServiceUnavailable), django_capture_on_commit_callbacks(execute=True):
+        services.checkpoint_create(project_id=OWNER_PROJECT, provider_id=FS_PROVIDER_ID, plan_id=make_plan(fs_provider).id)
+    row = Checkpoint.objects.get()
+    checkpoint = row
     assert row.status == "error" and "could not be queued" in row.status_reason and "broker unreachable" in row.status_reason
     assert OperationLog.objects.get(checkpoint_id=checkpoint.id).status == "error"
 

@@ -9,7 +9,8 @@ from protection.bank.index import pack_key
 from protection.banks import bank_for_provider, resource_prefix
 from protection.models import OperationLog, Verification
 from protection.tasks import verification_run_task
-from protection.verifications import verification_admin_action, verification_create, verification_run
+from protection.verifications.flows import verification_run
+from protection.verifications.services import verification_admin_action, verification_create
 from providers import testing as provider_testing
 from providers.testing import OWNER_PROJECT, STRANGER_PROJECT
 from restores.tests import kit

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from protection.bank import Progress
 from protection.models import OperationLog
 from restores.models import Restore
 from restores.progressbar import ProgressBar
@@ -44,12 +45,6 @@ def test_restore_command_in_place_and_failures_exit_non_zero(world, capsys):
 
 
 def test_progress_bar_draws_only_on_a_terminal():
-    class Recorder:
-        bytes_done, items_done = 512, 3
-
-        def totals(self):
-            return 1024, 6
-
     class Tty(io.StringIO):
         def isatty(self):
             return True
@@ -58,11 +53,11 @@ def test_progress_bar_draws_only_on_a_terminal():
             return super().write(text + ending)
 
     plain = io.StringIO()
-    ProgressBar(plain, label="restoring")(Recorder())
+    ProgressBar(plain, label="restoring")(Progress(512, 1024, 3, 6))
     assert plain.getvalue() == ""
     tty = Tty()
     bar = ProgressBar(tty, label="restoring")
-    bar(Recorder())
+    bar(Progress(512, 1024, 3, 6))
     bar.close()
     assert " 50.0% 512 B / 1.0 KiB, 3/6 items" in tty.getvalue()
 

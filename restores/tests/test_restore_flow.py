@@ -14,7 +14,7 @@ from protection.models import OperationLog
 from providers.testing import OWNER_PROJECT
 from restores import flows, services
 from restores.models import Restore
-from protection.heartbeats import FlowHeartbeat
+from operations.heartbeat import FlowHeartbeat
 from restores.tasks import restore_run_task
 from restores.tests.kit import FS, UNICODE_NAME, snapshot, write_checkpoint
 

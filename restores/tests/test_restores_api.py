@@ -319,7 +319,8 @@ def test_a_broker_that_cannot_be_reached_fails_the_restore_and_is_a_503(owner, w
     from kombu.exceptions import OperationalError
 
     from karbor_site.api.exceptions import ServiceUnavailable
-    from restores.services import restore_enqueue
+    from operations.runner import operation_enqueue
+    from restores.flows import RESTORE_KIND
     from restores.tasks import restore_run_task
 
     def down(restore_id):
@@ -329,7 +330,7 @@ def test_a_broker_that_cannot_be_reached_fails_the_restore_and_is_a_503(owner, w
     checkpoint = write_checkpoint(world, [world.app])
     restore_id = post(owner, restore_body(checkpoint, target=str(world.target))).json()["restore"]["id"]
     with pytest.raises(ServiceUnavailable) as excinfo:
-        restore_enqueue(restore_id=restore_id)
+        operation_enqueue(kind=RESTORE_KIND, row_id=restore_id)
     assert excinfo.value.status_code == 503
     row = Restore.objects.get(pk=restore_id)
     assert row.status == "fail" and "could not be queued: connection refused" in next(iter(row.resources_reason.values()))

@@ -5,20 +5,11 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
+from operations.workers import worker_name
 from plans.models import Plan
 from protection import flows, services
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)
+from restores.progressbar import ProgressBar
 
 
 class Command(BaseCommand):
@@ -51,11 +42,13 @@ class Command(BaseCommand):
         except KarborError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"checkpoint {checkpoint.id}: protecting plan {plan.name or plan.id}")
-        tty = not no_progress and hasattr(self.stdout, "isatty") and self.stdout.isatty()
-        echo = self._progress_bar if tty else None
-        result = flows.checkpoint_protect_run(checkpoint_id=checkpoint.id, echo=echo)
-        if tty:
-            self.stdout.write("")
+        bar = ProgressBar(self.stdout, label="protecting")
+        bar.enabled = bar.enabled and not no_progress
+        try:
+            result = flows.checkpoint_protect_run(checkpoint_id=checkpoint.id, worker=worker_name(label="manage.py"),
+                                                  echo=bar)
+        finally:
+            bar.close()
         self.stdout.write(f"checkpoint {result.id}: {result.status}")
         if result.status != "available":
             for key, reason in (result.resources_reason or {}).items():
@@ -63,15 +56,3 @@ class Command(BaseCommand):
             if result.status_reason:
                 self.stderr.write(result.status_reason)
             sys.exit(1)
-
-    def _progress_bar(self, progress) -> None:
-        width = 30
-        if progress.bytes_total:
-            fraction = min(1.0, progress.bytes_done / progress.bytes_total)
-            bar = "#" * int(fraction * width)
-            text = f"[{bar:<{width}}] {fraction * 100:5.1f}%"
-        else:
-            text = "[working]"
-        line = f"\r{text} {_human(progress.bytes_done)} / {_human(progress.bytes_total)}, {progress.items_done} items"
-        self.stdout.write(line, ending="")
-        self.stdout.flush()

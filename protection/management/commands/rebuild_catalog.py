@@ -21,7 +21,8 @@ class Command(BaseCommand):
         report = catalog_rebuild(provider_id=provider)
         self.stdout.write(
             f"{len(report.created)} created, {len(report.updated)} refreshed, "
-            f"{len(report.missing)} marked error (manifest missing)"
+            f"{len(report.missing)} marked error (manifest missing), "
+            f"{len(report.reconciled)} failed protects made available from their manifest"
         )
         for checkpoint_id in report.missing:
             self.stdout.write(f"  missing manifest: {checkpoint_id}")

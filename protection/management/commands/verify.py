@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from protection.models import Checkpoint
-from protection.verifications import verification_create, verification_run
-from restores.progress import worker_name
+from operations.workers import worker_name
+from protection.verifications.flows import verification_run
+from protection.verifications.services import verification_create
 from restores.progressbar import ProgressBar
 
 
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         bar = ProgressBar(self.stdout, label="verifying")
         try:
             verification = verification_run(
-                verification_id=verification.id, worker=worker_name("manage.py"), on_progress=bar
+                verification_id=verification.id, worker=worker_name(label="manage.py"), on_progress=bar
             )
         finally:
             bar.close()

@@ -5,10 +5,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from protection.models import Checkpoint
 from restores.flows import restore_run
-from restores.progress import worker_name
+from operations.workers import worker_name
 from restores.progressbar import ProgressBar
 from restores.services import restore_create
 
@@ -51,7 +51,7 @@ class Command(BaseCommand):
         self.stdout.write(f"restore {restore.id} of checkpoint {checkpoint_id} started")
         bar = ProgressBar(self.stdout, label="restoring")
         try:
-            restore = restore_run(restore_id=restore.id, worker=worker_name("manage.py"), on_progress=bar)
+            restore = restore_run(restore_id=restore.id, worker=worker_name(label="manage.py"), on_progress=bar)
         finally:
             bar.close()
         for key, status in sorted(restore.resources_status.items()):

@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from protection import reaper, services
+from operations import reaper
+from protection import services
 from protection.models import Checkpoint, OperationLog, Verification
 from protection.tests.flowkit import make_plan
 from providers.testing import FS_PROVIDER_ID, OWNER_PROJECT
@@ -62,10 +63,10 @@ def test_queued_task_waits_for_the_queued_timeout_then_fails_from_created_at(pro
     assert "No worker picked up" in Checkpoint.objects.get(pk=protecting.pk).status_reason
 
 
-def test_stale_deleting_checkpoint_becomes_error(protecting):
+def test_stale_deleting_checkpoint_becomes_error_deleting(protecting):
     Checkpoint.objects.filter(pk=protecting.pk).update(status="deleting", worker="w:2", heartbeat_at=stale())
     reaper.reap_dead_flows()
-    assert Checkpoint.objects.get(pk=protecting.pk).status == "error"
+    assert Checkpoint.objects.get(pk=protecting.pk).status == "error-deleting"
 
 
 def test_stale_restore_and_verification_fail_with_reason(db):
@@ -77,7 +78,8 @@ def test_stale_restore_and_verification_fail_with_reason(db):
                                               status="in_progress", started_at=stale())
     verification = Verification.objects.create(project_id=OWNER_PROJECT, provider_id=FS_PROVIDER_ID, checkpoint_id="c",
                                                worker="w:4", heartbeat_at=stale())
-    verify_log = OperationLog.objects.create(project_id=OWNER_PROJECT, operation_type="verify", checkpoint_id="c",
+    verify_log = OperationLog.objects.create(id=verification.pk, project_id=OWNER_PROJECT, operation_type="verify",
+                                             checkpoint_id="c",
                                              status="in_progress", extra_info={"verification_id": verification.pk})
     report = reaper.reap_dead_flows()
     assert report.restores == [restore.pk] and report.verifications == [verification.pk]

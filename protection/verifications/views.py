@@ -8,9 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from karbor_site.api.viewsets import ProjectScopedViewSet, unwrap_body, validate_input
-from protection import verifications
+from protection.verifications import services
 from protection.models import Verification
-from protection.verification_serializers import (
+from protection.verifications.serializers import (
     VerificationCollection,
     VerificationCreateEnvelope,
     VerificationCreateSerializer,
@@ -71,7 +71,7 @@ class VerificationViewSet(ProjectScopedViewSet):
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         data = validate_input(VerificationCreateSerializer, unwrap_body(request, "verification"))
-        verification = verifications.verification_create(
+        verification = services.verification_create(
             project_id=self.project_id, is_cloud_admin=self.access.is_cloud_admin, **data
         )
         return self.single(verification)
