@@ -110,6 +110,30 @@ def log_filter(kind: Kind, row_id: str) -> dict[str, Any]:
     return {kind.log_key: row_id, "operation_type": kind.operation_type}
 
 
+def _log_create(kind: Kind, row: Any, **values: Any) -> OperationLog:
+    defaults = {
+        "project_id": row.project_id, "operation_type": kind.operation_type, "status": kind.running,
+        "provider_id": row.provider_id, "checkpoint_id": getattr(row, "checkpoint_id", None),
+        "plan_id": getattr(row, "plan_id", None), kind.log_key: row.pk,
+    }
+    return OperationLog.objects.create(**{**defaults, **values})
+
+
+def operation_create(
+    *, kind: Kind, enqueue: bool = True, log_values: dict[str, Any] | None = None, **values: Any
+) -> OperationRow:
+    """Create a running row of ``kind`` and its operation log; its task is sent after commit.
+
+    Call it inside the transaction that validated the request (and took its locks), so the
+    row, its log and the locks commit together, and a worker never sees a row half made.
+    """
+    row = kind.model.objects.create(status=kind.running, **values)
+    _log_create(kind, row, **(log_values or {}))
+    if enqueue:
+        operation_enqueue_on_commit(kind=kind, row_id=row.pk)
+    return row
+
+
 def _open_log(kind: Kind, row: Any) -> OperationLog:
     """The operation log the request created (a missing one is created now); ``started_at`` set."""
     entry = (
@@ -117,13 +141,7 @@ def _open_log(kind: Kind, row: Any) -> OperationLog:
     )
     now = timezone.now()
     if entry is None:
-        values = {
-            "project_id": row.project_id, "operation_type": kind.operation_type, "status": kind.running,
-            "provider_id": row.provider_id, "checkpoint_id": getattr(row, "checkpoint_id", None),
-            "plan_id": getattr(row, "plan_id", None), "started_at": now,
-        }
-        values[kind.log_key] = row.pk
-        entry = OperationLog.objects.create(**values)
+        entry = _log_create(kind, row, started_at=now)
     elif entry.started_at is None:
         OperationLog.all_objects.filter(pk=entry.pk).update(started_at=now)
     return entry

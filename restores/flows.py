@@ -20,16 +20,18 @@ from operations.kinds import Kind
 from operations.runner import Run, operation_run, register
 from protection.bank import Progress
 from protection.banks import resource_prefix
+from protection.flows import plan_parameters_for, resource_key
 from providers.plugins.base import Instance, PluginError, RestoreContext
 from providers.registry import get_registry
 from restores.models import Restore, RestoreStatus
-from restores.selectors import checkpoint_contents, merged_parameters, resource_key
+from restores.selectors import checkpoint_contents
 
 RESTORING = "restoring"
 AVAILABLE = "available"
 
 
-def _restore_prepare(run: Run) -> list[tuple[str, Instance]]:
+def checkpoint_contents_prepare(run: Run) -> list[tuple[str, Instance]]:
+    """``prepare`` of the kinds that read a checkpoint (restore, verify): its contents, totals, resources."""
     provider = get_registry().get(run.row.provider_id)
     contents = checkpoint_contents(provider=provider, checkpoint_id=run.row.checkpoint_id)
     run.state.update(provider=provider, contents=contents)
@@ -47,7 +49,7 @@ def _restore_step(run: Run, resource: Instance) -> dict[str, Any]:
         raise PluginError(f"the resource was not protected in this checkpoint ({contents.protected.get(key)})")
     return plugin.restore(RestoreContext(
         project_id=restore.project_id, resource=resource, saved_info=contents.saved_info.get(key, {}),
-        parameters=merged_parameters(restore.parameters or {}, resource.type, resource.id), bank=contents.bank,
+        parameters=plan_parameters_for(restore.parameters or {}, resource.type, resource.id), bank=contents.bank,
         checkpoint_id=restore.checkpoint_id, prefix=resource_prefix(resource.type, resource.id),
         target=restore.restore_target or None, on_progress=run.progress.on_progress,
     )) or {}
@@ -56,7 +58,7 @@ def _restore_step(run: Run, resource: Instance) -> dict[str, Any]:
 RESTORE_KIND = register(Kind(
     name="restore", label="Restore", model=Restore, operation_type="restore", task_name="karbor.restores.restore_run",
     running=RestoreStatus.IN_PROGRESS, success=RestoreStatus.SUCCESS, failure=RestoreStatus.FAIL,
-    resource_running=RESTORING, prepare=_restore_prepare, step=_restore_step,
+    resource_running=RESTORING, prepare=checkpoint_contents_prepare, step=_restore_step,
     log_key="restore_id", log_details=True, holds_checkpoint=True,
 ))
 

@@ -8,8 +8,6 @@ from typing import Any
 from karbor_site.errors import Conflict, NotFound
 from protection.bank import Bank
 from protection.banks import bank_for_provider
-from protection.flows import plan_parameters_for as merged_parameters  # noqa: F401 - one merge rule for all
-from protection.flows import resource_key
 from protection.models import Checkpoint, CheckpointStatus
 from providers.config import ProviderConfig
 from providers.plugins.base import Instance
@@ -77,6 +75,17 @@ def checkpoint_resources(protection_plan: dict | None, resource_graph: Any = Non
                 extra = _as_dict(node[3]) if len(node) > 3 else None
                 found.setdefault((resource_type, resource_id), Instance(id=resource_id, type=resource_type, name=name or "", extra_info=extra))
     return list(found.values())
+
+
+def checkpoint_resources_required(checkpoint: Checkpoint, *, action: str) -> list[Instance]:
+    """The checkpoint's resources; Conflict when it holds none (nothing to ``action``)."""
+    resources = checkpoint_resources(checkpoint.protection_plan, checkpoint.resource_graph)
+    if not resources:
+        raise Conflict(
+            f"Checkpoint {checkpoint.id} holds no resources to {action}.",
+            fields={"checkpoint_id": ["the checkpoint holds no resources"]},
+        )
+    return resources
 
 
 def saved_infos_by_key(checkpoint: Checkpoint | None) -> dict[str, dict]:

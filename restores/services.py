@@ -13,11 +13,11 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from karbor_site.errors import Conflict, InvalidInput
-from operations.runner import operation_enqueue_on_commit, operation_fail
-from protection.models import Checkpoint, OperationLog
+from operations.runner import operation_create, operation_fail
+from protection.models import Checkpoint
+from protection.flows import resource_key
 from protection.services import checkpoint_hold
 from providers.config import ProviderConfig
 from providers.constants import split_parameter_key
@@ -25,8 +25,8 @@ from providers.plugins.base import Instance, PluginError
 from providers.registry import get_registry
 from providers.validation import parameters_validate
 from restores.flows import RESTORE_KIND, RESTORING
-from restores.models import Restore, RestoreStatus
-from restores.selectors import checkpoint_for_operation, checkpoint_resources, resource_key
+from restores.models import Restore
+from restores.selectors import checkpoint_for_operation, checkpoint_resources_required
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,7 @@ def restore_create(
     checkpoint = checkpoint_for_operation(
         project_id=project_id, provider_id=provider.id, checkpoint_id=checkpoint_id, is_cloud_admin=is_cloud_admin
     )
-    resources = checkpoint_resources(checkpoint.protection_plan, checkpoint.resource_graph)
-    if not resources:
-        raise Conflict(
-            f"Checkpoint {checkpoint_id} holds no resources to restore.",
-            fields={"checkpoint_id": ["the checkpoint holds no resources"]},
-        )
+    resources = checkpoint_resources_required(checkpoint, action="restore")
     cleaned = parameters_validate(provider=provider, parameters=parameters or {}, schema_kind="restore_schema")
     parameters_check_resources(provider=provider, parameters=cleaned, resources=resources)
     target = (restore_target or "").strip() or None
@@ -104,27 +99,12 @@ def restore_create(
 
     with transaction.atomic():
         checkpoint_hold(checkpoint_id=checkpoint.id)
-        restore = Restore.objects.create(
-            project_id=project_id,
-            provider_id=provider.id,
-            checkpoint_id=checkpoint.id,
-            restore_target=target or "",
-            parameters=cleaned,
-            status=RestoreStatus.IN_PROGRESS,
-            resources_status={resource_key(r.type, r.id): RESTORING for r in resources},
-            resources_reason={},
+        restore = operation_create(
+            kind=RESTORE_KIND, enqueue=enqueue, project_id=project_id, provider_id=provider.id,
+            checkpoint_id=checkpoint.id, restore_target=target or "", parameters=cleaned,
+            resources_status={resource_key(r.type, r.id): RESTORING for r in resources}, resources_reason={},
+            log_values={"plan_id": checkpoint.plan_id},
         )
-        OperationLog.objects.create(
-            project_id=project_id,
-            operation_type="restore",
-            checkpoint_id=checkpoint.id,
-            plan_id=checkpoint.plan_id,
-            provider_id=provider.id,
-            restore_id=restore.id,
-            status=RestoreStatus.IN_PROGRESS,
-        )
-        if enqueue:
-            operation_enqueue_on_commit(kind=RESTORE_KIND, row_id=restore.id)
     return restore
 
 

@@ -13,11 +13,10 @@ from providers import testing as provider_testing
 from providers.plugins.filesystem import FilesystemDirectoryPlugin
 from providers.testing import FS_PROVIDER_ID, OWNER_PROJECT
 from restores import flows as restore_flows
-from restores.tests.kit import world, write_checkpoint  # noqa: F401 - the fixture
+from restores.tests.kit import write_checkpoint
 from restores.services import restore_create
 
 fs_provider = provider_testing.fs_provider
-provider_dir = provider_testing.provider_dir
 
 
 def test_soft_time_limit_ends_the_restore_with_a_reason_and_skips_the_remaining_resources(db, world, monkeypatch, settings):

@@ -16,21 +16,13 @@ from operations.kinds import Kind
 from operations.runner import Run, operation_run, register
 from protection.bank import Progress
 from protection.banks import resource_prefix
+from protection.flows import resource_key
 from protection.models import Verification
 from providers.plugins.base import Instance, PluginError, VerifyContext
-from providers.registry import get_registry
-from restores.selectors import checkpoint_contents, resource_key
+from restores.flows import checkpoint_contents_prepare
 
 IN_PROGRESS, SUCCESS, FAIL = "in_progress", "success", "fail"
 VERIFYING = "verifying"
-
-
-def _verify_prepare(run: Run) -> list[tuple[str, Instance]]:
-    provider = get_registry().get(run.row.provider_id)
-    contents = checkpoint_contents(provider=provider, checkpoint_id=run.row.checkpoint_id)
-    run.state.update(provider=provider, contents=contents)
-    run.progress.set_totals(bytes_total=contents.bytes_total, items_total=contents.items_total)
-    return [(resource_key(r.type, r.id), r) for r in contents.resources]
 
 
 def _verify_step(run: Run, resource: Instance) -> dict[str, Any]:
@@ -50,7 +42,7 @@ VERIFY_KIND = register(Kind(
     name="verify", label="Verification", model=Verification, operation_type="verify",
     task_name="karbor.protection.verification_run",
     running=IN_PROGRESS, success=SUCCESS, failure=FAIL, resource_running=VERIFYING,
-    prepare=_verify_prepare, step=_verify_step, log_key="id", log_details=True, holds_checkpoint=True,
+    prepare=checkpoint_contents_prepare, step=_verify_step, log_key="id", log_details=True, holds_checkpoint=True,
 ))
 
 

@@ -7,13 +7,13 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db import transaction
 
-from karbor_site.errors import Conflict, InvalidInput, KarborError
-from operations.runner import operation_enqueue_on_commit
+from karbor_site.errors import InvalidInput, KarborError
+from operations.runner import operation_create
 from protection.models import OperationLog, Verification
 from protection.services import checkpoint_hold
-from protection.verifications.flows import IN_PROGRESS, VERIFY_KIND
+from protection.verifications.flows import VERIFY_KIND
 from providers.registry import get_registry
-from restores.selectors import checkpoint_for_operation, checkpoint_resources
+from restores.selectors import checkpoint_for_operation, checkpoint_resources_required
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +40,16 @@ def verification_create(
     checkpoint = checkpoint_for_operation(
         project_id=project_id, provider_id=provider.id, checkpoint_id=checkpoint_id, is_cloud_admin=is_cloud_admin
     )
-    if not checkpoint_resources(checkpoint.protection_plan, checkpoint.resource_graph):
-        raise Conflict(
-            f"Checkpoint {checkpoint_id} holds no resources to verify.",
-            fields={"checkpoint_id": ["the checkpoint holds no resources"]},
-        )
+    checkpoint_resources_required(checkpoint, action="verify")
     with transaction.atomic():
         checkpoint_hold(checkpoint_id=checkpoint.id)
-        verification = Verification.objects.create(
-            project_id=project_id,
-            provider_id=provider.id,
-            checkpoint_id=checkpoint.id,
-            parameters={},
-            status=IN_PROGRESS,
-            resources_status={},
-            resources_reason={},
+        verification = operation_create(
+            kind=VERIFY_KIND, enqueue=enqueue, project_id=project_id, provider_id=provider.id,
+            checkpoint_id=checkpoint.id, parameters={}, resources_status={}, resources_reason={},
+            log_values={"plan_id": checkpoint.plan_id},
         )
-        OperationLog.objects.create(
-            id=verification.id,
-            project_id=project_id,
-            operation_type="verify",
-            checkpoint_id=checkpoint.id,
-            plan_id=checkpoint.plan_id,
-            provider_id=provider.id,
-            status=IN_PROGRESS,
-            extra_info={"verification_id": verification.id},
-        )
-        if enqueue:
-            operation_enqueue_on_commit(kind=VERIFY_KIND, row_id=verification.id)
+        # The log shares the verification's id; extra_info names it too for readers of the log alone.
+        OperationLog.objects.filter(pk=verification.id).update(extra_info={"verification_id": verification.id})
     return verification
 
 
