@@ -1,15 +1,22 @@
-"""What the runner needs to know about one kind of operation, and the registry of kinds."""
+"""What the runner needs to know about one kind of operation (``Kind``), what its hooks get (``Run``),
+and the registry of kinds."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.utils import timezone
+
+from operations.progress import ProgressRecorder
+from protection.models import OperationLog
+
 if TYPE_CHECKING:
     from celery import Task
 
     from operations.models import OperationRow
-    from operations.runner import Run
+
+RESOURCE_AVAILABLE = "available"
 
 
 @dataclass(eq=False)
@@ -61,6 +68,37 @@ class Kind:
     @property
     def has_progress_columns(self) -> bool:
         return any(f.name == "bytes_done" for f in self.model._meta.concrete_fields)
+
+
+@dataclass
+class Run:
+    """One claimed operation while it runs: what the kind's hooks get."""
+
+    kind: Kind
+    row: Any
+    worker: str
+    log: OperationLog
+    progress: ProgressRecorder
+    statuses: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # the kind's own (provider, bank, writer…)
+
+    @property
+    def failed(self) -> list[str]:
+        return [key for key, value in self.statuses.items() if value != RESOURCE_AVAILABLE]
+
+    def save_resources(self) -> None:
+        """Guarded write of the per-resource status and reasons (and a heartbeat)."""
+        self.kind.model.all_objects.filter(pk=self.row.pk, status=self.kind.running, worker=self.worker).update(
+            resources_status=dict(self.statuses), resources_reason=dict(self.reasons), heartbeat_at=timezone.now()
+        )
+
+    def still_ours(self) -> bool:
+        """Guarded heartbeat: False when the reaper (or anyone) took the row meanwhile."""
+        return self.kind.model.all_objects.filter(pk=self.row.pk, status=self.kind.running, worker=self.worker).update(
+            heartbeat_at=timezone.now()
+        ) == 1
 
 
 _kinds: dict[str, Kind] = {}

@@ -30,6 +30,7 @@ from operations.runner import close_log, failed_values
 log = logging.getLogger(__name__)
 
 REAPER_PERIODIC_TASK = "karbor-system-reap-dead-flows"
+REAP_TASK = "karbor.protection.reap_dead_flows"  # the task name beat stores (kept from protection.tasks)
 
 
 class ReapReport(dict):
@@ -109,8 +110,6 @@ def reaper_schedule_ensure(*, interval: int | None = None):
     dropped by the broker instead of piling up.
     """
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    from operations.tasks import REAP_TASK
 
     every = int(interval or settings.KARBOR_REAPER_INTERVAL)
     schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)

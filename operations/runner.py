@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -38,7 +37,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from karbor_site.errors import ServiceUnavailable
 from operations.heartbeat import FlowHeartbeat
-from operations.kinds import Kind, add_kind
+from operations.kinds import RESOURCE_AVAILABLE, Kind, Run, add_kind
 from operations.models import OperationRow
 from operations.progress import ProgressRecorder
 from operations.workers import worker_name
@@ -47,7 +46,6 @@ from protection.models import OperationLog
 
 log = logging.getLogger(__name__)
 
-RESOURCE_AVAILABLE = "available"
 RESOURCE_ERROR = "error"
 ANY_RESOURCE = "*"  # resources_reason key of a reason that concerns no single resource
 # What a broker that cannot take a message raises (kombu wraps most; sockets raise OSError).
@@ -62,37 +60,6 @@ class OperationFailed(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-@dataclass
-class Run:
-    """One claimed operation while it runs: what the kind's hooks get."""
-
-    kind: Kind
-    row: Any
-    worker: str
-    log: OperationLog
-    progress: ProgressRecorder
-    statuses: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)  # the kind's own (provider, bank, writer…)
-
-    @property
-    def failed(self) -> list[str]:
-        return [key for key, value in self.statuses.items() if value != RESOURCE_AVAILABLE]
-
-    def save_resources(self) -> None:
-        """Guarded write of the per-resource status and reasons (and a heartbeat)."""
-        self.kind.model.all_objects.filter(pk=self.row.pk, status=self.kind.running, worker=self.worker).update(
-            resources_status=dict(self.statuses), resources_reason=dict(self.reasons), heartbeat_at=timezone.now()
-        )
-
-    def still_ours(self) -> bool:
-        """Guarded heartbeat: False when the reaper (or anyone) took the row meanwhile."""
-        return self.kind.model.all_objects.filter(pk=self.row.pk, status=self.kind.running, worker=self.worker).update(
-            heartbeat_at=timezone.now()
-        ) == 1
 
 
 # --- rows and logs -------------------------------------------------------------------------

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from operations.reaper import REAP_TASK
 from operations.reaper import reap_dead_flows as reap
-
-REAP_TASK = "karbor.protection.reap_dead_flows"
 
 
 @shared_task(name=REAP_TASK, acks_late=True, ignore_result=True)

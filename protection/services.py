@@ -16,7 +16,7 @@ from django.utils.dateparse import parse_datetime
 from karbor_site.errors import Conflict, InvalidInput, NotFound
 from operations.kinds import registered_kinds
 from operations.reaper import reap_dead_flows
-from operations.runner import operation_enqueue_on_commit
+from operations.runner import operation_create, operation_enqueue_on_commit
 from plans.models import Plan
 from protection import flows
 from protection.bank import BankError
@@ -115,31 +115,11 @@ def _checkpoint_create(
     if scheduled_operation_id:
         info["scheduled_operation_id"] = scheduled_operation_id
     now = timezone.now()
-    checkpoint = Checkpoint.objects.create(
-        project_id=project_id,
-        provider_id=provider.id,
-        plan_id=plan.id,
-        status=CheckpointStatus.PROTECTING,
-        protection_plan=_plan_snapshot(plan),
-        extra_info=info,
-        resources_status={},
-        resources_reason={},
-        created_at=now,
+    return operation_create(
+        kind=flows.PROTECT_KIND, enqueue=enqueue, project_id=project_id, provider_id=provider.id, plan_id=plan.id,
+        protection_plan=_plan_snapshot(plan), extra_info=info, resources_status={}, resources_reason={},
+        created_at=now, log_values={"scheduled_operation_id": scheduled_operation_id, "started_at": now, "extra_info": info},
     )
-    OperationLog.objects.create(
-        project_id=project_id,
-        operation_type=flows.PROTECT,
-        checkpoint_id=checkpoint.id,
-        plan_id=plan.id,
-        provider_id=provider.id,
-        scheduled_operation_id=scheduled_operation_id,
-        status=CheckpointStatus.PROTECTING,
-        started_at=now,
-        extra_info=info,
-    )
-    if enqueue:
-        operation_enqueue_on_commit(kind=flows.PROTECT_KIND, row_id=checkpoint.id)
-    return checkpoint
 
 
 def checkpoint_hold(*, checkpoint_id: str) -> Checkpoint:
