@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from protection.bank import Progress
 from protection.models import OperationLog
 from restores.models import Restore
-from restores.progressbar import ProgressBar
+from operations.progressbar import ProgressBar
 from restores.tests.kit import FS, restore_body, snapshot, write_checkpoint
 
 pytestmark = pytest.mark.django_db

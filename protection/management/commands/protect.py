@@ -9,7 +9,7 @@ from karbor_site.errors import KarborError
 from operations.workers import worker_name
 from plans.models import Plan
 from protection import flows, services
-from restores.progressbar import ProgressBar
+from operations.progressbar import ProgressBar
 
 
 class Command(BaseCommand):

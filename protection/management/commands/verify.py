@@ -8,7 +8,7 @@ from protection.models import Checkpoint
 from operations.workers import worker_name
 from protection.verifications.flows import verification_run
 from protection.verifications.services import verification_create
-from restores.progressbar import ProgressBar
+from operations.progressbar import ProgressBar
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from karbor_site.errors import KarborError
 from protection.models import Checkpoint
 from restores.flows import restore_run
 from operations.workers import worker_name
-from restores.progressbar import ProgressBar
+from operations.progressbar import ProgressBar
 from restores.services import restore_create
 
 
