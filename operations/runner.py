@@ -35,14 +35,15 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from karbor_site.errors import ServiceUnavailable
+from karbor_site.errors import KarborError, ServiceUnavailable
 from operations.heartbeat import FlowHeartbeat
 from operations.kinds import RESOURCE_AVAILABLE, Kind, Run, add_kind
 from operations.models import OperationRow
 from operations.progress import ProgressRecorder
 from operations.workers import worker_name
-from protection.bank import Progress
+from protection.bank import BankError, Progress
 from protection.models import OperationLog
+from providers.plugins.base import PluginError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ RESOURCE_ERROR = "error"
 ANY_RESOURCE = "*"  # resources_reason key of a reason that concerns no single resource
 # What a broker that cannot take a message raises (kombu wraps most; sockets raise OSError).
 BROKER_ERRORS = (BrokerError, OSError)
-# Retried by a kind's task: the database or the broker blinking.
+# A resource failing with one of these is an ordinary failure (its message is the reason);
+# anything else is logged with its traceback and named "unexpected error".
+EXPECTED_RESOURCE_ERRORS = (PluginError, KarborError, BankError, OSError)
+# Retried by a kind's task: the database or the broker blinking (the guarded claim makes a
+# retry safe). A blip in the middle of a run fails the row instead; when even that write
+# fails, the exception escapes, and the reaper fails the row once its heartbeat is stale.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerError)
 
 
@@ -239,7 +245,7 @@ def _run(run: Run) -> None:
             raise  # the whole operation is out of time, not this resource
         except kind.resource_errors as exc:
             message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-            if not isinstance(exc, _expected_errors()):
+            if not isinstance(exc, EXPECTED_RESOURCE_ERRORS):
                 log.exception("%s %s: %s failed unexpectedly", kind.name, run.row.pk, key)
                 message = f"unexpected error: {type(exc).__name__}: {message}"
             run.statuses[key], run.reasons[key] = RESOURCE_ERROR, message
@@ -254,14 +260,6 @@ def _run(run: Run) -> None:
     values = kind.commit(run) if kind.commit is not None else None
     if not operation_finish(run, status=kind.success, values=values) and kind.commit is not None and kind.undo:
         kind.undo(run)
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from karbor_site.errors import KarborError
-    from protection.bank import BankError
-    from providers.plugins.base import PluginError
-
-    return (PluginError, KarborError, BankError, OSError)
 
 
 # --- enqueue -------------------------------------------------------------------------------
