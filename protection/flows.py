@@ -1,5 +1,8 @@
 """The protect and delete operations of a checkpoint, declared as kinds of the runner.
 
+One protect per plan: a partial unique index allows one ``protecting`` checkpoint per plan, so
+the guarded claim (``status=protecting AND worker=""``) can only ever succeed for that one row.
+
 ``operations.runner`` claims the row, heartbeats, loops over the resources and finishes it
 (guarded by status and worker, so a flow the reaper already failed cannot overwrite the
 reaper's verdict); this module says what protecting and deleting one resource means.
