@@ -9,10 +9,12 @@ checkpoints, or relies on the deletes' own requests — either way one GC runs.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -30,14 +32,18 @@ def bank_gc_request(*, provider_id: str, delay: float | None = None) -> bool:
     """Ask for a GC of the provider's bank; True when this call queued the (one) GC task.
 
     Guarded: only the caller that flips ``queued`` false → true sends the task, after commit.
-    A broker that refuses it leaves the request un-queued, so the next request sends it.
+    A broker that refuses it leaves the request un-queued, so the next request sends it; a GC
+    queued longer than KARBOR_QUEUED_TIMEOUT ago (its message lost) is queued again.
     """
     delay = float(settings.KARBOR_BANK_GC_DELAY if delay is None else delay)
     now = timezone.now()
+    lost = now - timedelta(seconds=delay + settings.KARBOR_QUEUED_TIMEOUT)
     with transaction.atomic():
         BankGcRequest.objects.get_or_create(provider_id=provider_id, defaults={"requested_at": now})
         BankGcRequest.objects.filter(provider_id=provider_id).update(requested_at=now)
-        queued = BankGcRequest.objects.filter(provider_id=provider_id, queued=False).update(queued=True) == 1
+        queued = BankGcRequest.objects.filter(
+            Q(queued=False) | Q(queued_at__lt=lost), provider_id=provider_id
+        ).update(queued=True, queued_at=now) == 1
         if queued:
             transaction.on_commit(lambda: _send(provider_id, delay))
     return queued

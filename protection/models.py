@@ -173,12 +173,14 @@ class BankGcRequest(models.Model):
 
     Deletes only mark their provider here (``requested_at``); whoever flips ``queued`` from
     false to true sends the one GC task, which flips it back before it starts, so N deletes
-    of one provider close together cost one GC, and a delete during a GC queues the next.
+    of one provider close together cost one GC, and a delete during a GC queues the next. A GC
+    queued longer than KARBOR_QUEUED_TIMEOUT ago (its message lost) is queued again.
     """
 
     provider_id = models.CharField(max_length=36, primary_key=True)
     requested_at = models.DateTimeField(default=timezone.now)
     queued = models.BooleanField(default=False)
+    queued_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
 

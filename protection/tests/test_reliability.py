@@ -222,3 +222,16 @@ def test_a_failed_delete_is_error_deleting_with_the_reason_and_can_be_deleted_ag
     monkeypatch.undo()
     services.checkpoint_delete(checkpoint=failed, enqueue=False)
     assert flows.checkpoint_delete_run(checkpoint_id=checkpoint.id, worker="w:2").status == "deleted"
+
+
+def test_a_gc_whose_message_was_lost_is_queued_again(db, monkeypatch, django_capture_on_commit_callbacks, settings):
+    sent = []
+    monkeypatch.setattr(bank_gc, "apply_async", lambda args, countdown: sent.append(args))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bank_gc_request(provider_id=FS_PROVIDER_ID) is True
+        assert bank_gc_request(provider_id=FS_PROVIDER_ID) is False  # one is queued already
+    lost = timezone.now() - timedelta(seconds=settings.KARBOR_BANK_GC_DELAY + settings.KARBOR_QUEUED_TIMEOUT + 1)
+    BankGcRequest.objects.filter(provider_id=FS_PROVIDER_ID).update(queued_at=lost)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bank_gc_request(provider_id=FS_PROVIDER_ID) is True
+    assert sent == [(FS_PROVIDER_ID,), (FS_PROVIDER_ID,)]
