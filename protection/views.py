@@ -236,7 +236,7 @@ def metadata_clean(value, *, field: str) -> dict:
         ),
     ),
     create=extend_schema(
-        summary="Create a checkpoint of a plan (the protect flow runs in a worker)",
+        summary="Create a checkpoint of a plan (the protect flow runs in a worker; 409 while the plan has one protecting, 503 when the task queue is down)",
         parameters=[PROJECT_PARAM, PROVIDER_PARAM],
         request=envelope("CheckpointCreateEnvelope", "checkpoint", CheckpointCreateSerializer()),
         responses={200: CheckpointEnvelope},
@@ -247,7 +247,7 @@ def metadata_clean(value, *, field: str) -> dict:
         responses=CheckpointEnvelope,
     ),
     destroy=extend_schema(
-        summary="Delete a checkpoint (409 while it is protecting or deleting); the body is {}",
+        summary="Delete a checkpoint (409 while it is protecting or deleting, or a restore or verification reads it); the body is {}",
         parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
         responses={200: EmptyObject},
     ),
