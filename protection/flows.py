@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 PROTECT = "protect"
 DELETE = "delete"
-RESOURCE_AVAILABLE = "available"
-RESOURCE_ERROR = "error"
 RESOURCE_PROTECTING = "protecting"
 RESOURCE_DELETING = "deleting"
 
