@@ -130,28 +130,35 @@ def _make_tree(root: Path, *, files: int, size: int) -> None:
         (directory / f"f{index}.bin").write_bytes(os.urandom(size))
 
 
-def test_sigkilled_worker_leaves_error_then_a_new_protect_succeeds(tmp_path):
-    data_dir, source, bank = tmp_path / "data", tmp_path / "source", tmp_path / "bank"
+def slow_protect_env(tmp_path: Path, *, name: str, files: int, size: int, **settings: str) -> dict[str, str]:
+    """The environment of processes sharing a fresh data dir and a provider over a tree of ``files``
+    random files whose protect is slowed down by ``SlowDirectoryPlugin`` (so a test can act mid-protect)."""
+    data_dir, source = tmp_path / "data", tmp_path / "source"
     data_dir.mkdir()
-    _make_tree(source, files=48, size=1024 * 1024)  # 48 MiB of incompressible data, read slowly
+    _make_tree(source, files=files, size=size)
     providers_dir = tmp_path / "providers.d"
-    document = provider_document(provider_id=PROVIDER_ID, name="Kill test", bank_path=bank,
+    document = provider_document(provider_id=PROVIDER_ID, name=name, bank_path=tmp_path / "bank",
                                  sources=[{"name": "big", "path": str(source), "projects": ["*"]}])
-    # The real directory plugin, sleeping on each progress report so the kill lands mid-protect.
+    # The real directory plugin, sleeping on each progress report.
     document["plugins"]["Filesystem::Directory"]["plugin"] = "protection.tests.flowkit.SlowDirectoryPlugin"
     write_provider_file(providers_dir, document)
     env = service_env(data_dir, free_port())
-    env.update(
-        KARBOR_PROVIDER_CONFIG_DIR=str(providers_dir),
+    env.update(KARBOR_PROVIDER_CONFIG_DIR=str(providers_dir), KARBOR_BANK_WORKERS="1", **settings)
+    env.pop("KARBOR_FS_SOURCES", None)
+    return env
+
+
+def test_sigkilled_worker_leaves_error_then_a_new_protect_succeeds(tmp_path):
+    # 48 MiB of incompressible data, read slowly, so the kill lands mid-protect.
+    env = slow_protect_env(
+        tmp_path, name="Kill test", files=48, size=1024 * 1024,
         KARBOR_SERVICE_DOWN_TIME=str(DOWN_TIME),
         KARBOR_FLOW_HEARTBEAT_INTERVAL="1",
         KARBOR_REAPER_INTERVAL="1",
         KARBOR_PROGRESS_INTERVAL="1",
         KARBOR_SERVICE_REPORT_INTERVAL="1",
-        KARBOR_BANK_WORKERS="1",
         KARBOR_TEST_SLOW_PROTECT_SECONDS="0.04",
     )
-    env.pop("KARBOR_FS_SOURCES", None)
     logs = [tmp_path / "worker1.log", tmp_path / "worker2.log", tmp_path / "beat.log"]
     processes: list[subprocess.Popen] = []
     with _database_for(env):

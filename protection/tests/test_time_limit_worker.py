@@ -11,35 +11,23 @@ import sys
 
 import pytest
 
-from karbor_site.testing.live import BASE_DIR, _database_for, free_port, kill_session, service_env
+from karbor_site.testing.live import BASE_DIR, _database_for, kill_session
 from protection.tests.test_kill_worker import (
-    _PROTECT, _SETUP, PROJECT_ID, PROVIDER_ID, Database, _make_tree, _python, _worker,
+    _PROTECT, _SETUP, PROJECT_ID, PROVIDER_ID, Database, _python, _worker, slow_protect_env,
 )
-from providers.testing import provider_document, write_provider_file
 
 pytestmark = pytest.mark.slow
 SOFT_LIMIT = 3
 
 
 def test_a_protect_past_the_soft_time_limit_ends_error_with_the_reason(tmp_path):
-    data_dir, source = tmp_path / "data", tmp_path / "source"
-    data_dir.mkdir()
-    _make_tree(source, files=24, size=512 * 1024)
-    providers_dir = tmp_path / "providers.d"
-    document = provider_document(provider_id=PROVIDER_ID, name="Time limit test", bank_path=tmp_path / "bank",
-                                 sources=[{"name": "big", "path": str(source), "projects": ["*"]}])
-    document["plugins"]["Filesystem::Directory"]["plugin"] = "protection.tests.flowkit.SlowDirectoryPlugin"
-    write_provider_file(providers_dir, document)
-    env = service_env(data_dir, free_port())
-    env.update(
-        KARBOR_PROVIDER_CONFIG_DIR=str(providers_dir),
+    env = slow_protect_env(
+        tmp_path, name="Time limit test", files=24, size=512 * 1024,
         KARBOR_TASK_SOFT_TIME_LIMIT=str(SOFT_LIMIT),
         KARBOR_TASK_TIME_LIMIT="120",
         KARBOR_FLOW_HEARTBEAT_INTERVAL="1",
-        KARBOR_BANK_WORKERS="1",
         KARBOR_TEST_SLOW_PROTECT_SECONDS="0.5",  # ~20 s of protect: far past the limit
     )
-    env.pop("KARBOR_FS_SOURCES", None)
     log_path = tmp_path / "worker.log"
     with _database_for(env):
         plan_id = _python(_SETUP, PROVIDER_ID, PROJECT_ID, env=env)
