@@ -296,6 +296,18 @@ def test_update_properties_replaces_the_whole_set(owner):
     assert shown == {"format": "calendar", "pattern": daily, "start_time": start, "window": "120"}
 
 
+def test_update_type_is_stored_not_dropped(owner):
+    # A row carried over from a Karbor database may hold a type this service does not run;
+    # updating it to `time` must take effect rather than answer 200 and keep the old type.
+    trigger = make_trigger(owner.project_id)
+    Trigger.objects.filter(pk=trigger.pk).update(type="event")
+    response = owner.client.put(owner.url(f"triggers/{trigger.id}"), {"trigger_info": {"type": "time"}}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["trigger_info"]["type"] == "time"
+    trigger.refresh_from_db()
+    assert trigger.type == "time"
+
+
 def test_update_properties_without_start_time_is_refused(owner):
     trigger = make_trigger(owner.project_id)
     body = {"trigger_info": {"properties": {"format": "crontab", "pattern": "0 3 * * *"}}}
