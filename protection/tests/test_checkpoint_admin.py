@@ -17,11 +17,19 @@ def full_form(checkpoint: Checkpoint) -> dict[str, str]:
     return data
 
 
-def test_change_view_post_cannot_edit_status_owner_or_plan(admin_client, db):
-    checkpoint = Checkpoint.objects.create(
+def make_checkpoint(**fields) -> Checkpoint:
+    # Non-empty JSON and totals: the admin's JSON form fields take {} for "missing".
+    defaults = dict(
         project_id=OWNER, provider_id="a7a1c0de-0000-4000-8000-00000000f5f5",
-        plan_id="11111111-1111-4111-8111-111111111111", status="error", status_reason="disk full",
+        plan_id="11111111-1111-4111-8111-111111111111", protection_plan={"name": "nightly"},
+        resource_graph={"nodes": 1}, resources_status={"r": "error"}, resources_reason={"r": "disk full"},
+        saved_info={"r": {}}, extra_info={"why": "test"}, bytes_total=10, items_total=1,
     )
+    return Checkpoint.objects.create(**{**defaults, **fields})
+
+
+def test_change_view_post_cannot_edit_status_owner_or_plan(admin_client, db):
+    checkpoint = make_checkpoint(status="error", status_reason="disk full")
     form = full_form(checkpoint)
     form.update(
         status="available", project_id=OTHER, plan_id="22222222-2222-4222-8222-222222222222",
@@ -37,7 +45,7 @@ def test_change_view_post_cannot_edit_status_owner_or_plan(admin_client, db):
 
 
 def test_change_view_shows_status_read_only(admin_client, db):
-    checkpoint = Checkpoint.objects.create(project_id=OWNER, provider_id="p", plan_id="q", status="available")
+    checkpoint = make_checkpoint(status="available")
     page = admin_client.get(f"/admin/protection/checkpoint/{checkpoint.pk}/change/").content.decode()
     assert 'name="status"' not in page and 'name="project_id"' not in page and 'name="plan_id"' not in page
     assert 'name="extra_info"' in page
