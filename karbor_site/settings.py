@@ -186,6 +186,8 @@ KARBOR_PROVIDER_CONFIG_DIR = Path(
 )
 KARBOR_FS_SOURCES = env_list("KARBOR_FS_SOURCES", [], separator=os.pathsep)
 KARBOR_FS_RESTORE_TARGETS = env_list("KARBOR_FS_RESTORE_TARGETS", [], separator=os.pathsep)
+# Projects that may use the two above ("*" for every project); empty: none may (deny by default).
+KARBOR_FS_PROJECTS = env_list("KARBOR_FS_PROJECTS", [])
 KARBOR_BANK_DIR = Path(env_str("KARBOR_BANK_DIR", str(DATA_DIR / "bank")))
 KARBOR_BANK_PASSPHRASE = env_str("KARBOR_BANK_PASSPHRASE")
 # Threads per bank for hashing, compressing, encrypting and uploading (0 = one per core, up to 8).
