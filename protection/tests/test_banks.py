@@ -4,8 +4,12 @@ from __future__ import annotations
 import pytest
 
 from protection.banks import bank_for_provider, forget_banks
+from providers import testing as provider_testing
 from providers.registry import get_registry
-from providers.testing import FS_PROVIDER_ID, fs_provider, provider_dir  # noqa: F401
+from providers.testing import FS_PROVIDER_ID
+
+fs_provider = provider_testing.fs_provider
+provider_dir = provider_testing.provider_dir
 
 
 @pytest.fixture
