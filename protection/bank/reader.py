@@ -158,6 +158,7 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
                  on_progress: Optional[Callable[[Progress], None]] = None) -> RestoreReport:
     """Restore a checkpoint into ``dest_dir``; see :meth:`Bank.restore_tree`."""
     lease = bank.take_lease("reader")
+    restorer: Optional[_TreeRestorer] = None
     try:
         lookup = bank.load_lookup(refresh=True)
         manifest = bank.read_manifest(manifest_id, lookup)
@@ -220,6 +221,8 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
         restorer.finish()
         return restorer.report
     finally:
+        if restorer is not None:
+            restorer.close()  # its directory descriptors, also when the restore failed
         lease.release()
 
 

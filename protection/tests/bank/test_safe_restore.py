@@ -145,3 +145,19 @@ def test_restorer_keeps_few_directory_descriptors_open(tmp_path, monkeypatch):
     restorer.finish()
     assert restorer._fds == {}
     assert len(os.listdir(tmp_path / "dest")) == 100
+
+
+def test_refused_restore_leaves_no_descriptor_open(checkpoint, tmp_path):
+    bank, _src = checkpoint
+    dest, outside = str(tmp_path / "dest"), _outside(tmp_path)
+    bank.restore_tree("cp", str(tmp_path / "warm"))  # thread pools and caches exist before counting
+    open_before = len(os.listdir("/proc/self/fd"))
+
+    def plant(_progress) -> None:
+        later = os.path.join(dest, "zlater")
+        if not os.path.lexists(later):
+            os.symlink(outside, later)
+
+    with pytest.raises(BankError):
+        bank.restore_tree("cp", dest, on_progress=plant)
+    assert len(os.listdir("/proc/self/fd")) == open_before
