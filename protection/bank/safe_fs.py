@@ -227,11 +227,7 @@ class TreeRestorer:
             for rel, item in reversed(self.dir_meta):
                 fd = self._acquire(rel)
                 try:
-                    if self.as_root:
-                        os.fchown(fd, item.uid, item.gid)
-                    os.fchmod(fd, stat_mod.S_IMODE(item.mode))
-                    if item.mtime_ns:
-                        os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
+                    _set_metadata(fd, item, as_root=self.as_root)
                 finally:
                     self._release(rel)
         finally:
@@ -247,10 +243,14 @@ def set_directory_metadata(path: str, item: Item) -> None:
     """Give directory ``path`` the owner (as root), mode and times of ``item``, refusing any symlink on the way."""
     fd = open_directory(path)
     try:
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            os.fchown(fd, item.uid, item.gid)
-        os.fchmod(fd, stat_mod.S_IMODE(item.mode))
-        if item.mtime_ns:
-            os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
+        _set_metadata(fd, item, as_root=hasattr(os, "geteuid") and os.geteuid() == 0)
     finally:
         os.close(fd)
+
+
+def _set_metadata(fd: int, item: Item, *, as_root: bool) -> None:
+    if as_root:
+        os.fchown(fd, item.uid, item.gid)
+    os.fchmod(fd, stat_mod.S_IMODE(item.mode))
+    if item.mtime_ns:
+        os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))

@@ -25,14 +25,20 @@ def write(directory: Path, text: str, name: str = "p.yaml") -> Path:
     return path
 
 
-def test_shipped_default_provider_uses_bank_dir_and_env_sources(settings, tmp_path):
+def env_sources(settings, tmp_path, projects: list[str]) -> tuple[Path, Path]:
+    """One KARBOR_FS_SOURCES and one KARBOR_FS_RESTORE_TARGETS directory, for ``projects``."""
     source, target = tmp_path / "src", tmp_path / "target"
     source.mkdir()
     target.mkdir()
     settings.KARBOR_BANK_DIR = tmp_path / "bank"
     settings.KARBOR_FS_SOURCES = [str(source)]
     settings.KARBOR_FS_RESTORE_TARGETS = [str(target)]
-    settings.KARBOR_FS_PROJECTS = ["demo"]
+    settings.KARBOR_FS_PROJECTS = projects
+    return source, target
+
+
+def test_shipped_default_provider_uses_bank_dir_and_env_sources(settings, tmp_path):
+    source, target = env_sources(settings, tmp_path, ["demo"])
     provider = registry.get_registry().get(DEFAULT_ID)
     assert provider.name == "Local file system provider"
     assert provider.bank.type == "local"
@@ -47,13 +53,7 @@ def test_shipped_default_provider_uses_bank_dir_and_env_sources(settings, tmp_pa
 
 
 def test_shipped_default_provider_sources_are_visible_to_no_project_without_fs_projects(settings, tmp_path):
-    source, target = tmp_path / "src", tmp_path / "target"
-    source.mkdir()
-    target.mkdir()
-    settings.KARBOR_BANK_DIR = tmp_path / "bank"
-    settings.KARBOR_FS_SOURCES = [str(source)]
-    settings.KARBOR_FS_RESTORE_TARGETS = [str(target)]
-    settings.KARBOR_FS_PROJECTS = []
+    env_sources(settings, tmp_path, [])
     plugin = registry.get_registry().get(DEFAULT_ID).plugins["Filesystem::Directory"]
     for project in ("demo", "any-project"):
         assert plugin.list_instances(project_id=project, parameters={}) == []
@@ -61,11 +61,7 @@ def test_shipped_default_provider_sources_are_visible_to_no_project_without_fs_p
 
 
 def test_shipped_default_provider_star_opens_env_sources_to_every_project(settings, tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    settings.KARBOR_BANK_DIR = tmp_path / "bank"
-    settings.KARBOR_FS_SOURCES = [str(source)]
-    settings.KARBOR_FS_PROJECTS = ["*"]
+    env_sources(settings, tmp_path, ["*"])
     plugin = registry.get_registry().get(DEFAULT_ID).plugins["Filesystem::Directory"]
     assert len(plugin.list_instances(project_id="any-project", parameters={})) == 1
 

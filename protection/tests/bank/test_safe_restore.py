@@ -47,13 +47,11 @@ def _written_outside(outside: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, n), outside) for d, ds, fs in os.walk(outside) for n in ds + fs)
 
 
-def test_subdirectory_swapped_for_a_symlink_mid_restore_gets_no_write_outside(checkpoint, tmp_path):
-    bank, src = checkpoint
-    dest, outside = str(tmp_path / "dest"), _outside(tmp_path)
+def _restore_swapping_sub(bank: Bank, dest: str, outside: str) -> None:
+    """Restore while, between items, sub/ is moved aside and a symlink to ``outside`` put in its place."""
     swapped = []
 
     def swap_sub_for_symlink(_progress) -> None:
-        # Between items: once sub/ exists, move it aside and put a symlink to outside in its place.
         sub = os.path.join(dest, "sub")
         if not swapped and os.path.isdir(sub) and not os.path.islink(sub):
             os.rename(sub, sub + ".moved")
@@ -66,6 +64,12 @@ def test_subdirectory_swapped_for_a_symlink_mid_restore_gets_no_write_outside(ch
         assert "symlink" in str(exc)
     assert swapped
     assert _written_outside(outside) == []
+
+
+def test_subdirectory_swapped_for_a_symlink_mid_restore_gets_no_write_outside(checkpoint, tmp_path):
+    bank, src = checkpoint
+    dest, outside = str(tmp_path / "dest"), _outside(tmp_path)
+    _restore_swapping_sub(bank, dest, outside)
     # The writes that were under way went on into the directory that was opened, wherever it is now.
     assert sorted(os.listdir(os.path.join(dest, "sub.moved"))) <= ["f0.bin", "f1.bin", "f2.bin", "f3.bin", "nested"]
 
@@ -117,21 +121,7 @@ def test_evicted_directory_descriptors_are_reopened_without_following_symlinks(c
     bank.restore_tree("cp", dest)
     assert snapshot(dest) == snapshot(src)
 
-    dest2, outside = str(tmp_path / "dest2"), _outside(tmp_path)
-    swapped = []
-
-    def swap_sub_for_symlink(_progress) -> None:
-        sub = os.path.join(dest2, "sub")
-        if not swapped and os.path.isdir(sub) and not os.path.islink(sub):
-            os.rename(sub, sub + ".moved")
-            os.symlink(outside, sub)
-            swapped.append(True)
-
-    try:
-        bank.restore_tree("cp", dest2, on_progress=swap_sub_for_symlink)
-    except BankError as exc:
-        assert "symlink" in str(exc)
-    assert swapped and _written_outside(outside) == []
+    _restore_swapping_sub(bank, str(tmp_path / "dest2"), _outside(tmp_path))
 
 
 def test_restorer_keeps_few_directory_descriptors_open(tmp_path, monkeypatch):
