@@ -17,7 +17,6 @@ import os
 import stat as stat_mod
 import threading
 import weakref
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
@@ -27,7 +26,8 @@ from .manifest import TYPE_FILE, Item
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Directory descriptors kept open between uses; more are closed (least recently used first).
+# Directory descriptors kept open between uses; beyond this, unused ones are closed, oldest
+# opened first (a restore walks depth-first, so those are the ones it is done with).
 MAX_CACHED_DIRS = 256
 
 
@@ -127,7 +127,7 @@ class TreeRestorer:
         self._lock = threading.RLock()
         # Relative directory ("" is dest) → open descriptor; _refs counts the users of each, and
         # only unused ones are closed, so a descriptor number is never reused under a user.
-        self._fds: "OrderedDict[str, int]" = OrderedDict()
+        self._fds: Dict[str, int] = {}
         self._refs: Dict[str, int] = {}
         self._fds[""] = open_directory(self.dest, create=True)
         self._closer = weakref.finalize(self, _close_all, self._fds)
@@ -136,16 +136,16 @@ class TreeRestorer:
     def _acquire(self, rel: str) -> int:
         with self._lock:
             fd = self._fds.get(rel)
-            if fd is None:
-                parent_rel, _, name = rel.rpartition("/")
-                parent = self._acquire(parent_rel)
-                try:
-                    fd = open_child_directory(parent, name, shown=os.path.join(self.dest, rel), create=True)
-                finally:
-                    self._release(parent_rel)
-                self._fds[rel] = fd
-            else:
-                self._fds.move_to_end(rel)
+            if fd is not None:
+                self._refs[rel] = self._refs.get(rel, 0) + 1
+                return fd
+            parent_rel, _, name = rel.rpartition("/")
+            parent = self._acquire(parent_rel)
+            try:
+                fd = open_child_directory(parent, name, shown=os.path.join(self.dest, rel), create=True)
+            finally:
+                self._release(parent_rel)
+            self._fds[rel] = fd
             self._refs[rel] = self._refs.get(rel, 0) + 1
             return fd
 
@@ -203,9 +203,15 @@ class TreeRestorer:
 
     def open_file(self, stored: str) -> int:
         """A new, empty file for ``stored`` (what was there is replaced), open for writing."""
-        with self._parent_of(stored) as (dir_fd, name):
+        # The hot path of a restore (once per file): no context manager, one lock round trip each way.
+        rel, _, name = stored.rpartition("/")
+        safe_parts(stored)
+        dir_fd = self._acquire(rel)
+        try:
             self._clear(dir_fd, name, stored)
             return os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        finally:
+            self._release(rel)
 
     def close_file(self, fd: int, item: Item) -> None:
         try:
