@@ -12,6 +12,9 @@ STAMP := $(VENV)/.karbor-installed
 DEV_STAMP := $(VENV)/.karbor-dev-installed
 # The PostgreSQL run of `make test`; override to point at another server.
 KARBOR_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/karbor
+# The project `make run` lets use KARBOR_FS_SOURCES / KARBOR_FS_RESTORE_TARGETS: the demo's
+# (sources are visible to no project unless named). Set it to a list of ids, or * for all.
+KARBOR_FS_PROJECTS ?= demo
 # Extra arguments for both pytest runs, e.g. `make test PYTEST_ARGS="-x -k plans"`.
 PYTEST_ARGS ?=
 
@@ -47,8 +50,8 @@ migrate: $(STAMP)
 # `exec` lets serve replace the recipe's shell, so Ctrl-C and SIGTERM reach it directly.
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py bootstrap_demo
-	exec $(PY) manage.py serve
+	KARBOR_FS_PROJECTS="$(KARBOR_FS_PROJECTS)" $(PY) manage.py bootstrap_demo
+	KARBOR_FS_PROJECTS="$(KARBOR_FS_PROJECTS)" exec $(PY) manage.py serve
 
 test: test-sqlite test-postgres
 

@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.env import env_bool, env_int, env_list, env_str
+from karbor_site.secret_key import distributed_shape_reason, resolve_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -21,25 +22,16 @@ DATA_DIR = Path(env_str("KARBOR_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("KARBOR_DEBUG", False)
 
-_secret = env_str("KARBOR_SECRET_KEY")
-if not _secret:
-    if not DEBUG and env_bool("KARBOR_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("KARBOR_SECRET_KEY must be set")
-    # An embedded install keeps a generated key in its data dir so sessions survive restarts.
-    _secret_file = DATA_DIR / "secret_key"
-    if _secret_file.exists():
-        _secret = _secret_file.read_text().strip()
-    else:
-        from django.core.management.utils import get_random_secret_key
-
-        _secret = get_random_secret_key()
-        try:
-            DATA_DIR.mkdir(parents=True, exist_ok=True)
-            _secret_file.write_text(_secret)
-            _secret_file.chmod(0o600)
-        except OSError:
-            pass
-SECRET_KEY = _secret
+# An embedded install keeps a generated key in its data dir so sessions survive restarts; the
+# distributed shape (a networked database or broker) refuses to start without KARBOR_SECRET_KEY.
+SECRET_KEY = resolve_secret_key(
+    configured=env_str("KARBOR_SECRET_KEY"),
+    data_dir=DATA_DIR,
+    distributed_reason=distributed_shape_reason(
+        database_url=env_str("KARBOR_DATABASE_URL"), broker_url=env_str("KARBOR_BROKER_URL")
+    ),
+    required=not DEBUG and env_bool("KARBOR_REQUIRE_SECRET_KEY", False),
+)
 
 ALLOWED_HOSTS = env_list("KARBOR_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("KARBOR_CSRF_TRUSTED_ORIGINS", [])
@@ -195,6 +187,8 @@ KARBOR_PROVIDER_CONFIG_DIR = Path(
 )
 KARBOR_FS_SOURCES = env_list("KARBOR_FS_SOURCES", [], separator=os.pathsep)
 KARBOR_FS_RESTORE_TARGETS = env_list("KARBOR_FS_RESTORE_TARGETS", [], separator=os.pathsep)
+# Projects that may use the two above ("*" for every project); empty: none may (deny by default).
+KARBOR_FS_PROJECTS = env_list("KARBOR_FS_PROJECTS", [])
 KARBOR_BANK_DIR = Path(env_str("KARBOR_BANK_DIR", str(DATA_DIR / "bank")))
 KARBOR_BANK_PASSPHRASE = env_str("KARBOR_BANK_PASSPHRASE")
 # Threads per bank for hashing, compressing, encrypting and uploading (0 = one per core, up to 8).

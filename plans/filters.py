@@ -1,25 +1,10 @@
 """List filters of the plans API: ``name``/``description`` are regular expressions, ``status`` exact."""
 from __future__ import annotations
 
-import re
-
 import django_filters
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.api.regex_filter import RegexFilter
 from plans.models import Plan
-
-
-class RegexFilter(django_filters.CharFilter):
-    """Karbor matches these filters as regular expressions; a bad pattern is the caller's 400, not a 500."""
-
-    def filter(self, qs, value):
-        if value in (None, ""):
-            return qs
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise InvalidInput.for_field(self.field_name, f"invalid regular expression: {exc}") from None
-        return qs.filter(**{f"{self.field_name}__regex": value})
 
 
 class PlanFilterSet(django_filters.FilterSet):

@@ -26,7 +26,15 @@ class CheckpointAdmin(AllRowsAdmin):
     list_display = ["id", "project_id", "plan_id", "provider_id", "status", "created_at", "bytes_done", "items_done"]
     list_filter = ["status", "provider_id", "deleted"]
     search_fields = ["id", "project_id", "plan_id", "status_reason"]
-    readonly_fields = ["created_at", "updated_at", "deleted_at", "heartbeat_at"]
+    # The catalog mirrors the bank and every status change goes through a guarded service
+    # (the actions below): a hand-edited status, owner or plan would let a tenant see, restore
+    # or delete data that is not theirs, or mark unfinished data available. Only extra_info
+    # (free-form notes) stays editable.
+    readonly_fields = [
+        "id", "project_id", "provider_id", "plan_id", "status", "status_reason", "protection_plan",
+        "resource_graph", "resources_status", "resources_reason", "saved_info", "bytes_done", "bytes_total",
+        "items_done", "items_total", "heartbeat_at", "worker", "created_at", "updated_at", "deleted_at", "deleted",
+    ]
     actions = ["delete_checkpoint", "verify_checkpoint"]
 
     def has_add_permission(self, request) -> bool:

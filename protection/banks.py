@@ -11,12 +11,12 @@ The layout every flow and plugin shares:
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from django.conf import settings
 
 from protection.bank import Bank, LocalBackend, S3Backend
 from protection.bank.backends import Backend
+from protection.bank.bank import default_workers
 from providers.config import BankConfig, ProviderConfig
 
 _lock = threading.Lock()
@@ -49,11 +49,15 @@ def bank_for_provider(provider: ProviderConfig) -> Bank:
     with _lock:
         bank = _open_banks.get(key)
         if bank is None:
-            workers = getattr(settings, "KARBOR_BANK_WORKERS", None)
-            kwargs: dict[str, Any] = {"workers": workers} if workers else {}
-            bank = Bank.init_or_open(backend_for(provider.bank), passphrase=passphrase, **kwargs)
+            bank = Bank.init_or_open(backend_for(provider.bank), passphrase=passphrase, workers=bank_workers())
             _open_banks[key] = bank
         return bank
+
+
+def bank_workers() -> int:
+    """Threads per bank: ``KARBOR_BANK_WORKERS``, where 0 (the default) means one per core, at most 8."""
+    configured = int(getattr(settings, "KARBOR_BANK_WORKERS", 0) or 0)
+    return configured if configured > 0 else default_workers()
 
 
 def forget_banks() -> None:

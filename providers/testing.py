@@ -60,6 +60,7 @@ def provider_dir(tmp_path, settings) -> Path:
     settings.KARBOR_PROVIDER_CONFIG_DIR = directory
     settings.KARBOR_FS_SOURCES = []
     settings.KARBOR_FS_RESTORE_TARGETS = []
+    settings.KARBOR_FS_PROJECTS = []
     return directory
 
 
@@ -82,7 +83,8 @@ def fs_provider(provider_dir, tmp_path) -> FsLayout:
 
     ``data`` (every project; subdirectories to depth 2: a, a/deep, b; ``data/escape`` is a
     symlink out of the source), ``private`` (the owner's project only), ``theirs`` (the
-    stranger's project only), ``gone`` (declared but missing), restore target ``restore``.
+    stranger's project only), ``gone`` (every project; declared but missing), restore target ``restore``
+    (the owner's project only). Entries name their projects: one without is visible to none.
     """
     root = tmp_path / "fs"
     paths = {
@@ -112,7 +114,7 @@ def fs_provider(provider_dir, tmp_path) -> FsLayout:
                 {"name": "data", "path": str(paths["data"]), "projects": ["*"], "subdirectories": True, "max_depth": 2},
                 {"name": "private", "path": str(paths["private"]), "projects": [OWNER_PROJECT]},
                 {"name": "theirs", "path": str(paths["theirs"]), "projects": [STRANGER_PROJECT]},
-                {"name": "gone", "path": str(paths["gone"])},
+                {"name": "gone", "path": str(paths["gone"]), "projects": ["*"]},
             ],
             restore_targets=[{"path": str(paths["restore"]), "projects": [OWNER_PROJECT]}],
         ),

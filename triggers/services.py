@@ -57,17 +57,19 @@ def trigger_update(
     properties: Mapping[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> Trigger:
-    """Rename a trigger and/or replace its whole property set (which must then carry ``start_time``).
+    """Rename a trigger, set its type and/or replace its whole property set (which must then carry ``start_time``).
 
-    The new properties are validated as on create; the beat entry follows the new pattern.
+    A ``type`` is validated as on create and stored (Karbor's schema accepts it on update; only
+    ``time`` exists, so an unknown type is a 400 and changes nothing). The new properties are
+    validated as on create; the beat entry follows the new pattern.
     """
     if name is None and type is None and properties is None:
-        raise InvalidInput.for_field("trigger_info", "nothing to update; give name and/or properties")
+        raise InvalidInput.for_field("trigger_info", "nothing to update; give name, type and/or properties")
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = _name_clean(name)
     if type is not None:
-        trigger_type_clean(type)
+        changes["type"] = trigger_type_clean(type)
     if properties is not None:
         changes["properties"] = time_properties_clean(properties, now=now or timezone.now(), require_start_time=True)
     with transaction.atomic():

@@ -241,8 +241,10 @@ def live_service(
     # Two declared sources: the protectables API lists each as a directory instance.
     env["KARBOR_FS_SOURCES"] = os.pathsep.join(str(path) for path in sorted(sources.iterdir()))
     env["KARBOR_FS_RESTORE_TARGETS"] = str(root / "restore")
-    env.update(extra_env or {})
     project_id = uuid.uuid4().hex
+    # Deny by default: the sources above are the live project's only.
+    env["KARBOR_FS_PROJECTS"] = project_id
+    env.update(extra_env or {})
     log_path = root / "serve.log"
     process = None
     try:

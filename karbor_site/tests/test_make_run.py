@@ -71,8 +71,12 @@ def test_make_run_starts_api_worker_and_beat_and_sigterm_stops_all_three():
         port = free_port()
         env = service_env(Path(tmp) / "data", port)
         # Exactly as a user runs it: the embedded defaults, only PORT chosen.
-        for name in ("KARBOR_BIND", "KARBOR_DATABASE_URL", "KARBOR_WEB_WORKERS", "KARBOR_WORKER_CONCURRENCY"):
+        for name in ("KARBOR_BIND", "KARBOR_DATABASE_URL", "KARBOR_WEB_WORKERS", "KARBOR_WORKER_CONCURRENCY", "KARBOR_FS_PROJECTS"):
             env.pop(name, None)
+        # The README's "protect a directory" step: make run names the demo project for these.
+        source = Path(tmp) / "www"
+        source.mkdir()
+        env["KARBOR_FS_SOURCES"] = str(source)
         log_path = Path(tmp) / "make-run.log"
         with open(log_path, "wb") as log:
             make = subprocess.Popen(  # noqa: S603
@@ -95,6 +99,9 @@ def test_make_run_starts_api_worker_and_beat_and_sigterm_stops_all_three():
             status, body = get_json(f"{base}/v1/demo/providers", token)
             assert status == 200
             assert isinstance(body["providers"], list)
+            status, body = get_json(f"{base}/v1/demo/protectables/Filesystem::Directory/instances", token)
+            assert status == 200
+            assert [instance["name"] for instance in body["instances"]] == [str(source)]
 
             serve = next(pid for pid in session_pids(make.pid) if "manage.py serve" in cmdline(pid))
             os.kill(serve, signal.SIGTERM)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import time
+from unittest.mock import ANY
 
 import pytest
 
@@ -208,6 +210,27 @@ def test_list_filters(owner, five_plans):
     assert names(status="start") == []
     response = owner.client.get(owner.url("plans"), {"name": "(unclosed"})
     assert response.status_code == 400 and "name" in response.json()["badRequest"]["message"]
+
+
+def test_catastrophic_backtracking_filter_answers_within_a_second(owner, fs_provider):
+    # (a+)+$ against "aaa…a!" backtracks 2^27 times in a backtracking engine (SQLite's REGEXP).
+    create(owner, fs_provider, name="a" * 27 + "!", description="a" * 27 + "!")
+    for field in ("name", "description"):
+        started = time.monotonic()
+        response = owner.client.get(owner.url("plans"), {field: "(a+)+$"})
+        assert time.monotonic() - started < 1.0
+        if response.status_code == 200:
+            assert response.json()["plans"] == []
+        else:
+            assert response.status_code == 400 and response.json()["badRequest"]["fields"] == {field: [ANY]}
+
+
+def test_overlong_filter_pattern_is_a_400_naming_the_field(owner, fs_provider):
+    create(owner, fs_provider, name="alpha")
+    response = owner.client.get(owner.url("plans"), {"name": "a" * 256})
+    assert response.status_code == 400
+    assert "longer than 255" in response.json()["badRequest"]["fields"]["name"][0]
+    assert [p["name"] for p in owner.client.get(owner.url("plans"), {"name": "a" * 5}).json()["plans"]] == []
 
 
 @pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "x"}, {"offset": "-1"}, {"marker": "nope"}])

@@ -10,9 +10,12 @@ import datetime as _dt
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 from .errors import BackendError, ObjectNotFound
+
+# S3's DeleteObjects takes at most this many keys per request.
+S3_DELETE_BATCH = 1000
 
 Data = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
 
@@ -59,6 +62,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
+
+    @abc.abstractmethod
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete every key (missing ones are not an error) with as few requests as the store allows.
+
+        Returns how many keys were asked for. Raises BackendError naming a key that could not be deleted.
+        """
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
@@ -165,6 +175,14 @@ class LocalBackend(Backend):
         except FileNotFoundError:
             pass
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        # A local unlink is one system call; there is nothing to batch.
+        count = 0
+        for key in keys:
+            self.delete(key)
+            count += 1
+        return count
+
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
 
@@ -266,6 +284,32 @@ class S3Backend(Backend):
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        # One DeleteObjects request per 1000 keys (S3's limit) instead of one request per key.
+        count = 0
+        batch: List[str] = []
+        for key in keys:
+            batch.append(self._key(key))
+            count += 1
+            if len(batch) == S3_DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+        return count
+
+    def _delete_batch(self, keys: List[str]) -> None:
+        response = self._client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+        )
+        failed = [error for error in response.get("Errors", []) if error.get("Code") != "NoSuchKey"]
+        if failed:
+            first = failed[0]
+            raise BackendError(
+                f"could not delete {len(failed)} object(s) from {self.describe()}, first "
+                f"{first.get('Key', '')[len(self.prefix):]!r}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+            )
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -275,11 +319,3 @@ class S3Backend(Backend):
                 return False
             raise
 
-
-def delete_many(backend: Backend, keys: Iterable[str]) -> int:
-    """Delete ``keys``; return how many were deleted."""
-    count = 0
-    for key in keys:
-        backend.delete(key)
-        count += 1
-    return count

@@ -219,7 +219,11 @@ class Bank:
     # ----------------------------------------------------------------- restore
     def restore_tree(self, manifest_id: str, dest_dir: str, prefix: str = "",
                      on_progress: Optional[Callable] = None) -> "object":
-        """Restore the items of a checkpoint (under ``prefix``, which is stripped) into ``dest_dir``."""
+        """Restore the items of a checkpoint (under ``prefix``, which is stripped) into ``dest_dir``.
+
+        Writes go through directory descriptors and follow no symlink, in ``dest_dir``'s own
+        components too (see ``safe_fs``): resolve an operator-given path first.
+        """
         from .reader import restore_tree
 
         return restore_tree(self, manifest_id, dest_dir, prefix, on_progress)

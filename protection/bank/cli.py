@@ -83,7 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "seconds": round(time.monotonic() - started, 3), "warnings": s.warnings[:10]}))
         elif args.command == "restore":
             started = time.monotonic()
-            report = bank.restore_tree(args.id, args.dest, prefix=args.prefix)
+            # The operator's path may lead through symlinks; the restore itself follows none.
+            report = bank.restore_tree(args.id, os.path.realpath(args.dest), prefix=args.prefix)
             print(json.dumps({"files": report.files, "dirs": report.dirs, "bytes": report.bytes,
                               "seconds": round(time.monotonic() - started, 3)}))
         elif args.command == "list":

@@ -166,20 +166,18 @@ def collect_garbage(bank, grace_seconds: float = 24 * 3600, repack_threshold: fl
             report.new_packs = packer.packs_written
         final_rows = [r for rows_here in kept_by_pack.values() for r in rows_here] + new_rows
 
-        # ---- commit: new index first, then drop old index objects, then packs they named
+        # ---- commit: new index first, then drop old index objects, then packs they named.
+        # Everything above only read or added; from here on data goes away, so first make
+        # sure no other GC took the lock while this one was marking (a pause past the ttl).
+        lock.confirm_held()
         if final_rows or index_keys:
             new_key = write_index_object(backend, bank.crypto, final_rows) if final_rows else None
-            for key in index_keys:
-                if key != new_key:
-                    backend.delete(key)
+            backend.delete_many(key for key in index_keys if key != new_key)
             report.merged_index_objects = len(index_keys)
-        for pid in delete_packs + repack:
-            backend.delete(pack_key(pid))
+        backend.delete_many(pack_key(pid) for pid in delete_packs + repack)
         report.deleted_packs = len(delete_packs)
         report.repacked_packs = len(repack)
-        for lease in all_leases:
-            if now - lease.refreshed > 2 * lease.ttl:
-                backend.delete(lease.key)
+        backend.delete_many(lease.key for lease in all_leases if now - lease.refreshed > 2 * lease.ttl)
         report.bytes_after = sum(info.size for info in backend.list("packs/")) + sum(
             info.size for info in backend.list("index/"))
         return report

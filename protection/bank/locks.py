@@ -69,6 +69,7 @@ class Lease:
         self.backend = backend
         self.kind = kind
         self.ttl = ttl
+        self.name = name
         self.key = f"{LOCK_PREFIX}{name}-{uuid.uuid4().hex}"
         self.started = time.time()
         self._last_ok = self.started
@@ -89,6 +90,24 @@ class Lease:
         """Raise BankLockedError when the lease may have lapsed."""
         if time.time() - self._last_ok > self.ttl * 0.9:
             raise BankLockedError(f"lease {self.key} lapsed (not refreshed for {self.ttl:.0f}s); refusing to commit")
+
+    def confirm_held(self) -> None:
+        """Raise BankLockedError unless this lock is provably still ours, read back from the bank.
+
+        Called right before a destructive step: a process paused past its ttl (or whose
+        object was removed) may have lost the lock to another holder that saw it as dead.
+        """
+        self.check()
+        try:
+            doc = json.loads(self.backend.get(self.key))
+            started = float(doc["started"])
+        except (ObjectNotFound, ValueError, KeyError, TypeError):
+            raise BankLockedError(f"lock {self.key} is no longer in the bank; refusing to continue") from None
+        if started != self.started:
+            raise BankLockedError(f"lock {self.key} was rewritten by another process; refusing to continue")
+        others = [o for o in read_locks(self.backend, f"{self.name}-") if o.key != self.key and o.alive()]
+        if others:
+            raise BankLockedError(f"another holder took the lock ({others[0].key}); refusing to continue")
 
     def release(self) -> None:
         """Stop refreshing and delete the lease object."""

@@ -7,15 +7,15 @@ together in the same pack are read with one ranged GET (at most ~8 MiB), then ve
 from __future__ import annotations
 
 import os
-import stat as stat_mod
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .errors import BankError, CorruptionError, ObjectNotFound
 from .index import ChunkLoc, pack_key
 from .manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item
+from .safe_fs import RestoreReport, safe_parts as _safe_parts  # noqa: F401 - RestoreReport is re-exported
+from .safe_fs import TreeRestorer as _TreeRestorer
 from .writer import Progress
 
 BATCH_RAW_LIMIT = 8 * 1024 * 1024
@@ -128,107 +128,6 @@ def fetch_ordered(bank, events: Iterable[tuple], lookup: Dict[bytes, ChunkLoc],
         yield pop_one()
 
 
-def _safe_parts(path: str) -> List[str]:
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\x00" in path or any(p in ("", ".", "..") for p in parts):
-        raise BankError(f"refusing unsafe path {path!r} in checkpoint")
-    return parts
-
-
-@dataclass
-class RestoreReport:
-    """What a restore did."""
-
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes: int = 0
-    warnings: List[str] = field(default_factory=list)
-
-
-class _TreeRestorer:
-    """Create files, dirs and links under ``dest`` without ever following a symlink for writes."""
-
-    def __init__(self, dest: str) -> None:
-        self.dest = os.path.abspath(dest)
-        os.makedirs(self.dest, exist_ok=True)
-        self.safe_dirs = {self.dest}
-        self.dir_meta: List[Tuple[str, Item]] = []
-        self.as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-        self.report = RestoreReport()
-
-    def _ensure_dir(self, path: str) -> None:
-        if path in self.safe_dirs:
-            return
-        self._ensure_dir(os.path.dirname(path))
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, 0o700)
-        else:
-            if not stat_mod.S_ISDIR(st.st_mode):
-                raise BankError(f"refusing to write through {path!r}: it is not a directory (symlink?)")
-        self.safe_dirs.add(path)
-
-    def target(self, stored: str) -> str:
-        parts = _safe_parts(stored)
-        path = os.path.join(self.dest, *parts)
-        self._ensure_dir(os.path.dirname(path))
-        return path
-
-    @staticmethod
-    def _clear(path: str) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat_mod.S_ISDIR(st.st_mode):
-            raise BankError(f"cannot restore over existing directory {path!r}")
-        os.unlink(path)
-
-    def make_dir(self, stored: str, item: Item) -> None:
-        path = self.target(stored)
-        self._ensure_dir(path)
-        self.dir_meta.append((path, item))
-        self.report.dirs += 1
-
-    def make_symlink(self, stored: str, item: Item) -> None:
-        path = self.target(stored)
-        self._clear(path)
-        os.symlink(item.target or "", path)
-        if self.as_root:
-            os.chown(path, item.uid, item.gid, follow_symlinks=False)
-        if item.mtime_ns:
-            os.utime(path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
-        self.report.symlinks += 1
-
-    def open_file(self, stored: str) -> int:
-        path = self.target(stored)
-        self._clear(path)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-
-    def close_file(self, fd: int, item: Item) -> None:
-        try:
-            os.ftruncate(fd, item.size)  # materialises trailing holes of sparse files
-            if self.as_root:
-                os.fchown(fd, item.uid, item.gid)
-            os.fchmod(fd, stat_mod.S_IMODE(item.mode) if item.type == TYPE_FILE else 0o600)
-            if item.mtime_ns:
-                os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
-        finally:
-            os.close(fd)
-        self.report.files += 1
-
-    def finish(self) -> None:
-        # Deepest first, so restoring a read-only parent's mode cannot block its children.
-        for path, item in reversed(self.dir_meta):
-            if self.as_root:
-                os.chown(path, item.uid, item.gid, follow_symlinks=False)
-            os.chmod(path, stat_mod.S_IMODE(item.mode), follow_symlinks=False)
-            if item.mtime_ns:
-                os.utime(path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
-
-
 SPARSE_BLOCK = 64 * 1024
 _ZERO_BLOCK = bytes(SPARSE_BLOCK)
 
@@ -259,6 +158,7 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
                  on_progress: Optional[Callable[[Progress], None]] = None) -> RestoreReport:
     """Restore a checkpoint into ``dest_dir``; see :meth:`Bank.restore_tree`."""
     lease = bank.take_lease("reader")
+    restorer: Optional[_TreeRestorer] = None
     try:
         lookup = bank.load_lookup(refresh=True)
         manifest = bank.read_manifest(manifest_id, lookup)
@@ -321,6 +221,8 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
         restorer.finish()
         return restorer.report
     finally:
+        if restorer is not None:
+            restorer.close()  # its directory descriptors, also when the restore failed
         lease.release()
 
 

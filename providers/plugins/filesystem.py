@@ -36,7 +36,8 @@ _PROJECTS_SCHEMA = {
     "type": "array",
     "items": {"type": "string", "minLength": 1},
     "minItems": 1,
-    "description": 'Project ids allowed to see this entry, or ["*"] for every project.',
+    "description": 'Project ids allowed to see this entry, or ["*"] for every project. '
+    "Without it the entry is visible to no project (deny by default).",
 }
 
 
@@ -164,13 +165,16 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
             },
             "include_settings_sources": {
                 "type": "boolean",
-                "description": "Also offer KARBOR_FS_SOURCES / KARBOR_FS_RESTORE_TARGETS to every project.",
+                "description": "Also offer KARBOR_FS_SOURCES / KARBOR_FS_RESTORE_TARGETS, to the projects "
+                "KARBOR_FS_PROJECTS names (none when it is empty).",
             },
         },
         "additionalProperties": False,
     }
 
     def configure(self, options: dict[str, Any]) -> None:
+        # Deny by default: an entry names the projects that may use it ("*" for all of them);
+        # one that names none is visible to no project, so a forgotten line exposes nothing.
         sources: list[Source] = []
         for index, raw in enumerate(options.get("sources", [])):
             path = _absolute(raw["path"], f"options.sources.{index}.path")
@@ -178,7 +182,7 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
                 Source(
                     name=raw["name"],
                     path=path,
-                    projects=tuple(raw.get("projects", [ALL_PROJECTS])),
+                    projects=_projects(raw, f"options.sources.{index} ({raw['name']})"),
                     subdirectories=bool(raw.get("subdirectories", False)),
                     max_depth=int(raw.get("max_depth", 1)),
                 )
@@ -186,14 +190,20 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
         targets: list[RestoreTarget] = []
         for index, raw in enumerate(options.get("restore_targets", [])):
             path = _absolute(raw["path"], f"options.restore_targets.{index}.path", must_be_dir=True)
-            targets.append(RestoreTarget(path=path, projects=tuple(raw.get("projects", [ALL_PROJECTS]))))
+            targets.append(RestoreTarget(path=path, projects=_projects(raw, f"options.restore_targets.{index} ({path})")))
         if options.get("include_settings_sources"):
+            projects = tuple(settings.KARBOR_FS_PROJECTS)
+            if not projects and (settings.KARBOR_FS_SOURCES or settings.KARBOR_FS_RESTORE_TARGETS):
+                log.warning(
+                    "KARBOR_FS_SOURCES / KARBOR_FS_RESTORE_TARGETS are visible to no project: "
+                    "set KARBOR_FS_PROJECTS to the project ids that may use them"
+                )
             for index, raw_path in enumerate(settings.KARBOR_FS_SOURCES):
                 path = _absolute(raw_path, f"KARBOR_FS_SOURCES.{index}")
-                sources.append(Source(str(path), path, (ALL_PROJECTS,), subdirectories=False, max_depth=1))
+                sources.append(Source(str(path), path, projects, subdirectories=False, max_depth=1))
             for index, raw_path in enumerate(settings.KARBOR_FS_RESTORE_TARGETS):
                 path = _absolute(raw_path, f"KARBOR_FS_RESTORE_TARGETS.{index}", must_be_dir=True)
-                targets.append(RestoreTarget(path, (ALL_PROJECTS,)))
+                targets.append(RestoreTarget(path, projects))
         names = [source.name for source in sources]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -395,6 +405,13 @@ def _tree_size(root: str, excludes: list[str]) -> tuple[int, int]:
             elif stat.S_ISREG(st.st_mode):
                 total_bytes += st.st_size
     return total_bytes, total_items
+
+
+def _projects(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    projects = tuple(raw.get("projects") or ())
+    if not projects:
+        log.warning("%s declares no projects: it is visible to no project", where)
+    return projects
 
 
 def _absolute(raw: str, field: str, *, must_be_dir: bool = False) -> Path:

@@ -19,9 +19,11 @@ What a restore never does
     item below a symbolic link of the checkpoint, a symbolic link or a non-directory in the
     destination where the checkpoint has a directory — all are refused *before anything is
     written*, with the reason in ``resources_reason``. The bank's reader enforces the same
-    rules again while writing (it never follows a symlink for a write, and files are created
-    with ``O_EXCL|O_NOFOLLOW`` after unlinking what was there), so a tree changed between the
-    check and the write still cannot be escaped through.
+    rules again while writing: it walks with directory descriptors, opening every component
+    (from ``/`` down) with ``O_NOFOLLOW|O_DIRECTORY`` and creating each entry relative to its
+    parent's descriptor (``protection/bank/safe_fs.py``), and files are created with
+    ``O_EXCL|O_NOFOLLOW`` after unlinking what was there. So a tree changed between the check
+    and the write, even a directory swapped for a symlink mid-restore, cannot be escaped through.
 
 Parameters (``restore_schema``)
     ``overwrite`` (default true): replace files and links that exist at the destination. When
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from protection.bank import BankError, Item, Progress
 from protection.bank.manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK
 from protection.bank.reader import fetch_ordered
+from protection.bank.safe_fs import set_directory_metadata
 from providers.constants import FILESYSTEM_DIRECTORY
 from providers.plugins.base import Instance, PluginError, RestoreContext, VerifyContext
 
@@ -283,7 +286,7 @@ def restore(plugin: FilesystemDirectoryPlugin, context: RestoreContext) -> dict[
 
         report = bank.restore_tree(context.checkpoint_id, destination.path, prefix=prefix, on_progress=progress)
         if scan.root is not None and not destination.is_declared_root:
-            _apply_root_metadata(destination.path, scan.root)
+            set_directory_metadata(destination.path, scan.root)
         if context.on_progress:  # the root directory's own item (the bank's restore skips the prefix itself)
             context.on_progress(Progress(report.bytes, scan.bytes, scan.items, scan.items))
     except BankError as exc:
@@ -298,14 +301,6 @@ def restore(plugin: FilesystemDirectoryPlugin, context: RestoreContext) -> dict[
         "symlinks": report.symlinks,
         "bytes": report.bytes,
     }
-
-
-def _apply_root_metadata(path: str, item: Item) -> None:
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        os.chown(path, item.uid, item.gid, follow_symlinks=False)
-    os.chmod(path, stat_mod.S_IMODE(item.mode), follow_symlinks=False)
-    if item.mtime_ns:
-        os.utime(path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
 
 
 def _checkpoint_directories(meta: dict, resource: Instance) -> list[Instance]:

@@ -25,21 +25,45 @@ def write(directory: Path, text: str, name: str = "p.yaml") -> Path:
     return path
 
 
-def test_shipped_default_provider_uses_bank_dir_and_env_sources(settings, tmp_path):
+def env_sources(settings, tmp_path, projects: list[str]) -> tuple[Path, Path]:
+    """One KARBOR_FS_SOURCES and one KARBOR_FS_RESTORE_TARGETS directory, for ``projects``."""
     source, target = tmp_path / "src", tmp_path / "target"
     source.mkdir()
     target.mkdir()
     settings.KARBOR_BANK_DIR = tmp_path / "bank"
     settings.KARBOR_FS_SOURCES = [str(source)]
     settings.KARBOR_FS_RESTORE_TARGETS = [str(target)]
+    settings.KARBOR_FS_PROJECTS = projects
+    return source, target
+
+
+def test_shipped_default_provider_uses_bank_dir_and_env_sources(settings, tmp_path):
+    source, target = env_sources(settings, tmp_path, ["demo"])
     provider = registry.get_registry().get(DEFAULT_ID)
     assert provider.name == "Local file system provider"
     assert provider.bank.type == "local"
     assert provider.bank.path == tmp_path / "bank"
     plugin = provider.plugins["Filesystem::Directory"]
-    instances = plugin.list_instances(project_id="any-project", parameters={})
+    instances = plugin.list_instances(project_id="demo", parameters={})
     assert [i.extra_info["path"] for i in instances] == [str(source.resolve())]
-    assert plugin.allowed_restore_targets(project_id="any-project") == [target]
+    assert plugin.allowed_restore_targets(project_id="demo") == [target]
+    # Deny by default: a project KARBOR_FS_PROJECTS does not name sees neither.
+    assert plugin.list_instances(project_id="another-project", parameters={}) == []
+    assert plugin.allowed_restore_targets(project_id="another-project") == []
+
+
+def test_shipped_default_provider_sources_are_visible_to_no_project_without_fs_projects(settings, tmp_path):
+    env_sources(settings, tmp_path, [])
+    plugin = registry.get_registry().get(DEFAULT_ID).plugins["Filesystem::Directory"]
+    for project in ("demo", "any-project"):
+        assert plugin.list_instances(project_id=project, parameters={}) == []
+        assert plugin.allowed_restore_targets(project_id=project) == []
+
+
+def test_shipped_default_provider_star_opens_env_sources_to_every_project(settings, tmp_path):
+    env_sources(settings, tmp_path, ["*"])
+    plugin = registry.get_registry().get(DEFAULT_ID).plugins["Filesystem::Directory"]
+    assert len(plugin.list_instances(project_id="any-project", parameters={})) == 1
 
 
 def test_env_expansion_with_default_and_environment(provider_dir, tmp_path, monkeypatch):

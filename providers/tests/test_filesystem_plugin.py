@@ -82,7 +82,7 @@ def test_restore_targets_follow_project_visibility(fs_provider):
 
 def test_source_without_subdirectories_lists_only_itself(tmp_path):
     (tmp_path / "only" / "child").mkdir(parents=True)
-    fs = FilesystemDirectoryPlugin({"sources": [{"name": "only", "path": str(tmp_path / "only")}]})
+    fs = FilesystemDirectoryPlugin({"sources": [{"name": "only", "path": str(tmp_path / "only"), "projects": ["p"]}]})
     assert names(fs.list_instances(project_id="p", parameters={})) == ["only"]
 
 

@@ -31,7 +31,7 @@ def with_volume_plugin(fs_provider, provider_dir, tmp_path):
     )
     doc["plugins"] = {
         "OS::Cinder::Volume": {"plugin": f"{__name__}.FakeVolumePlugin"},
-        FS: {"plugin": "filesystem", "options": {"sources": [{"name": "data", "path": str(fs_provider.paths["data"])}]}},
+        FS: {"plugin": "filesystem", "options": {"sources": [{"name": "data", "path": str(fs_provider.paths["data"]), "projects": ["*"]}]}},
     }
     write_provider_file(provider_dir, doc)
     return fs_provider

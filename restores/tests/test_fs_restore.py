@@ -46,7 +46,7 @@ def test_in_place_needs_a_source_the_project_still_sees(world):
 
 
 def test_missing_target_root_and_no_targets_are_refused(world, tmp_path):
-    plugin = FilesystemDirectoryPlugin({"restore_targets": [{"path": str(tmp_path / "gone")}]})
+    plugin = FilesystemDirectoryPlugin({"restore_targets": [{"path": str(tmp_path / "gone"), "projects": [OWNER_PROJECT]}]})
     with pytest.raises(PluginError, match="does not exist"):
         resolve_destinations(plugin, project_id=OWNER_PROJECT, target=str(tmp_path / "gone" / "x"), resources=[resource(world.app)])
     with pytest.raises(PluginError, match="declares no restore target directory"):

@@ -306,3 +306,72 @@ def test_workers_register_the_restore_and_verify_tasks_by_their_stable_names():
     assert {"karbor.restores.restore_run", "karbor.protection.verification_run"} <= set(app.tasks)
     for name in ("karbor.restores.restore_run", "karbor.protection.verification_run"):
         assert app.tasks[name].acks_late is True
+
+
+def _swap_mid_restore(monkeypatch, swap) -> None:
+    """Run ``swap`` from the plugin's progress callback (between items), once it returns True."""
+    import dataclasses
+
+    from providers.plugins import fs_restore
+
+    real = fs_restore.restore
+
+    def hooked(plugin, context):
+        done = []
+        own = context.on_progress
+
+        def on_progress(progress):
+            if not done and swap():
+                done.append(True)
+            if own:
+                own(progress)
+
+        result = real(plugin, dataclasses.replace(context, on_progress=on_progress))
+        assert done, "the swap never ran"
+        return result
+
+    monkeypatch.setattr(fs_restore, "restore", hooked)
+
+
+def _everything_below(path) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), path) for d, ds, fs in os.walk(path) for n in ds + fs)
+
+
+def test_symlink_swapped_in_for_a_subdirectory_mid_restore_writes_nothing_outside(world, monkeypatch):
+    checkpoint = write_checkpoint(world, [world.app])
+    dest = world.target / "x"
+    before = _everything_below(world.outside)
+
+    def swap() -> bool:
+        sub = dest / "sub"
+        if sub.is_dir() and not sub.is_symlink():
+            sub.rename(dest / "sub.moved")
+            sub.symlink_to(world.outside, target_is_directory=True)
+            return True
+        return False
+
+    _swap_mid_restore(monkeypatch, swap)
+    restore = run(checkpoint, str(dest))
+    assert _everything_below(world.outside) == before
+    assert restore.status in ("success", "fail")
+    if restore.status == "fail":
+        assert "symlink" in only_reason(restore)
+
+
+def test_symlink_swapped_in_for_the_destination_mid_restore_fails_it_with_nothing_outside(world, monkeypatch):
+    checkpoint = write_checkpoint(world, [world.app])
+    dest = world.target / "x"
+
+    def swap() -> bool:
+        if dest.is_dir() and not dest.is_symlink():
+            dest.rename(world.target / "x.moved")
+            dest.symlink_to(world.outside, target_is_directory=True)
+            return True
+        return False
+
+    _swap_mid_restore(monkeypatch, swap)
+    restore = run(checkpoint, str(dest))
+    assert _everything_below(world.outside) == []
+    # The tree went on into the directory that was opened; the root's own metadata was refused.
+    assert restore.status == "fail" and "symlink" in only_reason(restore)
+    assert (world.target / "x.moved" / "sub" / "a.txt").read_text() == "a" * 5000

@@ -174,3 +174,64 @@ def test_gc_lock_is_exclusive_and_blocks_new_writers(local_backend):
     with bank.writer("ok") as w:
         w.commit()
     assert bank.list_manifests() == ["ok"]
+
+
+def _keys(backend, prefix: str) -> set:
+    return {info.key for info in backend.list(prefix)}
+
+
+def _bank_with_garbage(backend) -> Bank:
+    bank = new_bank(backend, pack_size=128 * 1024, index_every_packs=2)
+    for n in range(3):
+        _write(bank, f"drop-{n}", {"own": pseudo_random(400_000, f"own-{n}")})
+    _write(bank, "keep", {"own": pseudo_random(200_000, "keep")})
+    for n in range(3):
+        bank.delete_manifest(f"drop-{n}")
+    return bank
+
+
+def _intrude_while_marking(backend, monkeypatch, intrusion) -> None:
+    """Run ``intrusion`` once, when GC lists the manifests (after taking its lock, before sweeping)."""
+    original_list = backend.list
+    done = []
+
+    def list_then_intrude(prefix=""):
+        if prefix.startswith("manifests/") and not done:
+            done.append(True)
+            intrusion()
+        return original_list(prefix)
+
+    monkeypatch.setattr(backend, "list", list_then_intrude)
+
+
+def test_gc_deletes_nothing_when_another_gc_took_the_lock_while_it_marked(backend, monkeypatch):
+    bank = _bank_with_garbage(backend)
+    before = (_keys(backend, "packs/"), _keys(backend, "index/"))
+    # What a second GC does when it sees this one's lock as dead (a pause past the ttl).
+    intruders = []
+    _intrude_while_marking(backend, monkeypatch, lambda: intruders.append(Lease(backend, "gc", name="gc")))
+    try:
+        with pytest.raises(BankLockedError, match="another holder took the lock"):
+            bank.gc(grace_seconds=0, clock_skew=0)
+    finally:
+        for intruder in intruders:
+            intruder.release()
+    assert (_keys(backend, "packs/"), _keys(backend, "index/")) == before
+    monkeypatch.undo()
+    report = bank.gc(grace_seconds=0, clock_skew=0)  # with the lock really held, the same GC proceeds
+    assert report.deleted_packs > 0 and bank.check(read_data=True).ok
+
+
+def test_gc_deletes_nothing_when_its_lock_object_vanished(backend, monkeypatch):
+    bank = _bank_with_garbage(backend)
+    before = (_keys(backend, "packs/"), _keys(backend, "index/"))
+
+    def remove_gc_locks():
+        for key in _keys(backend, "locks/gc-"):
+            backend.delete(key)
+
+    _intrude_while_marking(backend, monkeypatch, remove_gc_locks)
+    with pytest.raises(BankLockedError, match="no longer in the bank"):
+        bank.gc(grace_seconds=0, clock_skew=0)
+    assert (_keys(backend, "packs/"), _keys(backend, "index/")) == before
+    assert sorted(bank.list_manifests()) == ["keep"]

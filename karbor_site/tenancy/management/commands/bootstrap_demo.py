@@ -6,6 +6,7 @@ are stored, so an earlier token can never be shown again.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -76,6 +77,7 @@ class Command(BaseCommand):
                     f"  token      : {token}",
                     f"  endpoint   : {endpoint}",
                     admin_line,
+                    directories_line(project),
                     "",
                     "Use it (in another terminal, once serve below says it is listening):",
                     f"  export OS_AUTH_TOKEN={token}",
@@ -88,3 +90,15 @@ class Command(BaseCommand):
                 ]
             )
         )
+
+
+def directories_line(project: str) -> str:
+    """Whether the demo project may use KARBOR_FS_SOURCES: sources are visible only to the projects named."""
+    sources = len(settings.KARBOR_FS_SOURCES)
+    named = settings.KARBOR_FS_PROJECTS
+    if project in named or "*" in named:
+        return f"  directories: {sources} from KARBOR_FS_SOURCES (KARBOR_FS_PROJECTS names this project)"
+    return (
+        f"  directories: none — KARBOR_FS_SOURCES are visible only to the projects KARBOR_FS_PROJECTS names; "
+        f"set KARBOR_FS_PROJECTS={project} (make run does)"
+    )
