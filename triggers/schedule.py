@@ -1,70 +1,70 @@
-"""celery-beat wiring: one django-celery-beat ``PeriodicTask`` per trigger that has work to do.
+"""celery-beat wiring: one django-celery-beat ``PeriodicTask`` per armed fire time of a trigger with work to do.
 
-``sync_trigger_schedule`` is the single seam the trigger services call after every change of a
-trigger or of its scheduled operations. It only writes rows; django-celery-beat's
-``DatabaseScheduler`` picks them up and sends ``karbor.triggers.fire`` with
-``{"trigger_id": ...}``.
+``sync_trigger_schedule`` is the single seam the trigger services and the engine call after every
+change of a trigger or of its scheduled operations, and after every fire. It only writes rows;
+django-celery-beat's ``DatabaseScheduler`` picks them up and sends ``karbor.triggers.fire`` with
+``{"trigger_id": ..., "fire_time": "YYYY-MM-DD HH:MM:SS"}``.
 
 * A trigger gets a beat entry only while it is live, has at least one live enabled scheduled
   operation, and will fire again; otherwise its entry is removed.
-* A ``crontab`` trigger whose pattern celery's crontab reads the same way as cron (digits,
-  ``*``, ``,``, ``-``, ``/``; not both day-of-month and day-of-week restricted, since cron ORs
-  them while celery ANDs them) and that has no ``end_time`` gets a ``CrontabSchedule``.
-* Every other trigger (calendar patterns, cron beyond that subset, an ``end_time``) gets a
-  one-off ``ClockedSchedule`` at its next fire time, computed by ``timeparse``; whoever handles
-  the fire calls ``sync_trigger_schedule`` again to move it to the following fire time.
-* ``expire_seconds`` is the trigger's ``window``: a tick that no worker picks up within the
-  window is dropped by the broker instead of piling up (django-celery-beat allows only one of
-  ``expires`` / ``expire_seconds``).
+* Every format gets a ``ClockedSchedule`` at its next fire time, computed by ``timeparse`` (the
+  one time evaluator: celery's own crontab reads some patterns differently from cron, so it is
+  not used). The fire task re-arms the entry to the following fire time (``triggers.engine``).
+* Each fire time gets its own one-off entry, named after the trigger and the time
+  (``karbor-trigger-<id>@<time>``), and re-arming creates the next one instead of moving the
+  clock of the sent one: django-celery-beat disables a sent one-off entry by saving its stale
+  in-memory row (and writes its run count back at its next sync), which would overwrite a
+  clock the worker moved in the meantime. The sent entry is deleted by a later sync, once
+  beat is done with it (disabled, or more than ``BEAT_SETTLE`` old); a second send of it is
+  harmless because each (operation, tick) runs at most once (``engine``).
+* No ``expires``: a tick that arrives late must still reach the engine, which logs it as
+  skipped (outside the trigger's ``window``) and re-arms the trigger; an expired message
+  would be dropped by the worker and the trigger would never be re-armed.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
-import re
 
 from django.db import transaction
 from django.utils import timezone
-from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
+from django_celery_beat.models import ClockedSchedule, PeriodicTask
 
 from triggers.models import Trigger
+from triggers.timeparse import format_time
 
 log = logging.getLogger(__name__)
 
 FIRE_TASK = "karbor.triggers.fire"
-_CELERY_CRON_FIELD = re.compile(r"^[0-9*,/\-]+$")
+# Longer than celery beat's sync interval (3 minutes): after this a sent entry is no longer dirty in beat.
+BEAT_SETTLE = dt.timedelta(minutes=10)
 
 
-def periodic_task_name(trigger_id: str) -> str:
-    """The beat entry's unique name for a trigger."""
-    return f"karbor-trigger-{trigger_id}"
+def periodic_task_prefix(trigger_id: str) -> str:
+    """The common start of the names of a trigger's beat entries."""
+    return f"karbor-trigger-{trigger_id}@"
 
 
-def celery_crontab_fields(pattern: str) -> dict[str, str] | None:
-    """The CrontabSchedule fields for a cron pattern celery evaluates like cron, else None."""
-    fields = pattern.split()
-    if len(fields) != 5 or not all(_CELERY_CRON_FIELD.match(field) for field in fields):
-        return None
-    minute, hour, day_of_month, month_of_year, day_of_week = fields
-    if day_of_month != "*" and day_of_week != "*":
-        return None
-    if "7" in re.findall(r"\d+", day_of_week):  # cron's second Sunday; celery knows only 0-6
-        return None
-    return {
-        "minute": minute,
-        "hour": hour,
-        "day_of_month": day_of_month,
-        "month_of_year": month_of_year,
-        "day_of_week": day_of_week,
-    }
+def periodic_task_name(trigger_id: str, fire_time: dt.datetime) -> str:
+    """The beat entry's unique name for one fire time of a trigger."""
+    return f"{periodic_task_prefix(trigger_id)}{format_time(fire_time)}"
+
+
+def trigger_beat_entry(trigger_id: str) -> PeriodicTask | None:
+    """The trigger's armed entry (the next fire time), if any."""
+    return (
+        PeriodicTask.objects.filter(name__startswith=periodic_task_prefix(trigger_id), enabled=True)
+        .select_related("clocked")
+        .order_by("-clocked__clocked_time")
+        .first()
+    )
 
 
 @transaction.atomic
 def sync_trigger_schedule(trigger_id: str, *, now: dt.datetime | None = None) -> PeriodicTask | None:
-    """Make the trigger's beat entry match the trigger and its operations; return it (None when removed)."""
+    """Arm the trigger's beat entry at its next fire time after ``now`` (or remove it); return it."""
     now = now or timezone.now()
-    name = periodic_task_name(trigger_id)
     trigger = Trigger.objects.filter(pk=trigger_id).first()
     active = (
         trigger is not None
@@ -77,37 +77,41 @@ def sync_trigger_schedule(trigger_id: str, *, now: dt.datetime | None = None) ->
         except ValueError:
             # Only rows written around the services can hold a bad pattern; such a trigger never fires.
             log.warning("trigger %s has an unusable time pattern; removing its beat entry", trigger_id, exc_info=True)
-    existing = PeriodicTask.objects.select_for_update().filter(name=name).first()
-    old_clocked_id = existing.clocked_id if existing else None
+    wanted = periodic_task_name(trigger_id, next_time) if next_time is not None else None
+    rows = list(
+        PeriodicTask.objects.select_for_update()
+        .filter(name__startswith=periodic_task_prefix(trigger_id))
+        .select_related("clocked")
+    )
+    current = None
+    for row in rows:
+        if row.name == wanted:
+            current = row
+            continue
+        clock = row.clocked.clocked_time if row.clocked else None
+        just_sent = row.enabled and clock is not None and now - BEAT_SETTLE < clock <= now
+        if not just_sent:
+            row.delete()
+            _drop_unused_clocked(row.clocked_id)
     if next_time is None:
-        if existing is not None:
-            existing.delete()
-        _drop_unused_clocked(old_clocked_id)
         return None
-
     props = trigger.properties
-    task = existing or PeriodicTask(name=name)
+    description = f"Trigger {trigger.name}: {props.get('format')} {props.get('pattern')}"
+    if current is not None and current.enabled and current.description == description:
+        return current  # unchanged: saving would only make every beat reload its whole schedule
+    task = current or PeriodicTask(name=wanted)
     task.task = FIRE_TASK
-    task.kwargs = json.dumps({"trigger_id": trigger.id})
-    task.description = f"Trigger {trigger.name}: {props.get('format')} {props.get('pattern')}"
-    task.expire_seconds = int(props.get("window") or 0) or None
+    task.kwargs = json.dumps({"trigger_id": trigger.id, "fire_time": format_time(next_time)})
+    task.description = description
+    task.expire_seconds = None
     task.expires = None
     task.enabled = True
-    task.interval = task.solar = None
-    cron = celery_crontab_fields(props["pattern"]) if props.get("format") == "crontab" else None
-    if cron is not None and not props.get("end_time"):
-        task.crontab, _ = CrontabSchedule.objects.get_or_create(**cron, timezone="UTC")
-        task.clocked = None
-        task.one_off = False
-        task.start_time = trigger.start_time
-    else:
-        task.clocked, _ = ClockedSchedule.objects.get_or_create(clocked_time=next_time)
-        task.crontab = None
-        task.one_off = True
-        task.start_time = None
+    task.interval = task.solar = task.crontab = None
+    if task.clocked_id is None:
+        task.clocked = ClockedSchedule.objects.create(clocked_time=next_time)
+    task.one_off = True
+    task.start_time = None
     task.save()
-    if old_clocked_id != task.clocked_id:
-        _drop_unused_clocked(old_clocked_id)
     return task
 
 

@@ -1,5 +1,6 @@
 """The scheduled-operation API: create / list / show / delete, and the `operations` envelope."""
 import pytest
+from django.utils import timezone
 
 from triggers.models import ScheduledOperation
 from triggers.tests.factories import INFRA_PROVIDER, make_operation, make_plan, make_trigger, operation_body
@@ -47,6 +48,9 @@ def test_create_protect_operation_without_description(owner, plan, trigger):
         "trigger_id": trigger.id,
         "operation_definition": {"provider_id": plan.provider_id, "plan_id": plan.id},
         "enabled": True,
+        "next_run_at": trigger.next_fire_time(after=timezone.now()).strftime("%Y-%m-%d %H:%M:%S"),
+        "last_run_at": None,
+        "last_result": None,
     }
     stored = ScheduledOperation.objects.get(pk=op["id"])
     assert stored.project_id == owner.project_id and stored.user_id
@@ -58,7 +62,7 @@ def test_create_retention_protect_stores_definition_values_as_strings(owner, pla
         plan,
         operation_type="retention_protect",
         description="keep a week",
-        definition={"max_backups": 7, "retention_duration": "-1", "note": 3, "flag": True},
+        definition={"max_backups": 7, "retention_duration": "30", "note": 3, "flag": True},
     )
     response = post(owner, body)
     assert response.status_code == 200, response.content
@@ -68,7 +72,7 @@ def test_create_retention_protect_stores_definition_values_as_strings(owner, pla
         "provider_id": plan.provider_id,
         "plan_id": plan.id,
         "max_backups": "7",
-        "retention_duration": "-1",
+        "retention_duration": "30",
         "note": "3",
         "flag": "True",
     }
