@@ -14,9 +14,9 @@ django-celery-beat's ``DatabaseScheduler`` picks them up and sends ``karbor.trig
   (``karbor-trigger-<id>@<time>``), and re-arming creates the next one instead of moving the
   clock of the sent one: django-celery-beat disables a sent one-off entry by saving its stale
   in-memory row (and writes its run count back at its next sync), which would overwrite a
-  clock the worker moved in the meantime. The sent entry is deleted by a later sync, once
-  beat is done with it (disabled, or more than ``BEAT_SETTLE`` old); a second send of it is
-  harmless because each (operation, tick) runs at most once (``engine``).
+  clock the worker moved in the meantime. The sent entry is disabled at once and deleted by a
+  later sync, once beat is surely done with it (``BEAT_SETTLE``); a second send of it is
+  harmless anyway because each (operation, tick) runs at most once (``engine``).
 * No ``expires``: a tick that arrives late must still reach the engine, which logs it as
   skipped (outside the trigger's ``window``) and re-arms the trigger; an expired message
   would be dropped by the worker and the trigger would never be re-armed.
@@ -89,10 +89,14 @@ def sync_trigger_schedule(trigger_id: str, *, now: dt.datetime | None = None) ->
             current = row
             continue
         clock = row.clocked.clocked_time if row.clocked else None
-        just_sent = row.enabled and clock is not None and now - BEAT_SETTLE < clock <= now
-        if not just_sent:
-            row.delete()
-            _drop_unused_clocked(row.clocked_id)
+        if clock is not None and now - BEAT_SETTLE < clock <= now:
+            # Just sent: beat may still write its run count back, so the row stays a while, disabled
+            # (a second beat that has not sent it yet will not; the engine ran the tick already).
+            if row.enabled:
+                PeriodicTask.objects.filter(pk=row.pk).update(enabled=False)
+            continue
+        row.delete()
+        _drop_unused_clocked(row.clocked_id)
     if next_time is None:
         return None
     props = trigger.properties

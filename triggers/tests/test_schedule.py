@@ -9,7 +9,7 @@ from django_celery_beat.models import ClockedSchedule, PeriodicTask
 from karbor_site.api.exceptions import NotFound
 from triggers import services
 from triggers.models import ScheduledOperation
-from triggers.schedule import FIRE_TASK, periodic_task_prefix, sync_trigger_schedule, trigger_beat_entry
+from triggers.schedule import BEAT_SETTLE, FIRE_TASK, periodic_task_prefix, sync_trigger_schedule, trigger_beat_entry
 from triggers.timeparse import format_time
 from triggers.tests.factories import WEEKLY, future, make_plan
 
@@ -84,11 +84,12 @@ def test_rearming_arms_a_new_entry_and_drops_the_sent_one_once_beat_is_done_with
     second = beat_row(trigger)
     assert second.pk != first.pk and second.clocked.clocked_time == fired + dt.timedelta(days=1)
     assert json.loads(second.kwargs)["fire_time"] == format_time(second.clocked.clocked_time)
-    # Beat may still hold the sent entry in memory (it writes its run count back later): kept for now.
+    # Beat may still hold the sent entry in memory (it writes its run count back later): kept, disabled.
+    first.refresh_from_db()
+    assert not first.enabled
     assert set(beat_rows(trigger).values_list("pk", flat=True)) == {first.pk, second.pk}
-    # Once beat disabled it, the next sync removes it and its clock.
-    PeriodicTask.objects.filter(pk=first.pk).update(enabled=False)
-    assert sync_trigger_schedule(trigger.id, now=fired).pk == second.pk
+    # Once beat is surely done with it, a later sync removes it and its clock.
+    assert sync_trigger_schedule(trigger.id, now=fired + BEAT_SETTLE).pk == second.pk
     assert list(beat_rows(trigger)) == [second]
     assert not ClockedSchedule.objects.filter(pk=first.clocked_id).exists()
 
