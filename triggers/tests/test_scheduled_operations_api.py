@@ -109,6 +109,30 @@ def test_retention_values_must_be_integers(owner, plan, trigger, value):
     assert_refused(post(owner, body), 400, "operation_definition.max_backups")
 
 
+@pytest.mark.parametrize("key", ["max_backups", "retention_duration", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"])
+@pytest.mark.parametrize("value", [0, -1, "0", "-5"])
+def test_retention_below_one_is_refused_naming_the_key(owner, plan, trigger, key, value):
+    body = operation_body(trigger.id, plan, operation_type="retention_protect", definition={key: value})
+    body = assert_refused(post(owner, body), 400, f"operation_definition.{key}")
+    assert "at least 1" in body["message"]
+
+
+def test_retention_keys_on_a_plain_protect_are_refused(owner, plan, trigger):
+    body = operation_body(trigger.id, plan, definition={"max_backups": 3})
+    assert_refused(post(owner, body), 400, "operation_definition.max_backups")
+
+
+def test_gfs_keys_are_stored_as_strings(owner, plan, trigger):
+    body = operation_body(
+        trigger.id, plan, operation_type="retention_protect",
+        definition={"keep_daily": 7, "keep_weekly": "4", "keep_monthly": 12, "keep_yearly": 2},
+    )
+    response = post(owner, body)
+    assert response.status_code == 200, response.content
+    definition = response.json()["scheduled_operation"]["operation_definition"]
+    assert (definition["keep_daily"], definition["keep_weekly"], definition["keep_monthly"]) == ("7", "4", "12")
+
+
 @pytest.mark.parametrize("body", [{}, [], {"scheduled_operation": "x"}, {"operation": {}}])
 def test_bodies_without_the_envelope_are_400(owner, body):
     assert post(owner, body).status_code == 400
