@@ -79,7 +79,7 @@ def sent_ticks(log_text: str) -> Counter:
 
 @pytest.fixture(scope="module")
 def service():
-    env = {"KARBOR_WORKER_CONCURRENCY": "2", "KARBOR_ENGINE_POLL_INTERVAL": "1"}
+    env = {"KARBOR_WORKER_CONCURRENCY": "2", "KARBOR_ENGINE_POLL_INTERVAL": "1", "KARBOR_SERVICE_REPORT_INTERVAL": "1"}
     with live_service(extra_env=env) as running:
         yield running
 
@@ -150,3 +150,43 @@ def test_cli_schedule_protects_each_tick_once_with_two_beats_and_retention_keeps
     # What the user sees through the client: the last result and when it runs next.
     shown = cli(service, "scheduledoperation-show", protect["id"])
     assert shown["last_result"] in ("success", "in_progress") and shown["next_run_at"] > shown["last_run_at"]
+    for operation in (protect, retain):
+        cli(service, "scheduledoperation-delete", operation["id"])
+
+
+_SET_WORKERS_SCRIPT = """
+import sys, django
+django.setup()
+from protection.registry import PROTECTION_BINARY, service_list, service_update
+for service in service_list(binary=PROTECTION_BINARY):
+    service_update(service_id=service.pk, status=sys.argv[1], disabled_reason="maintenance" if sys.argv[1] == "disabled" else None)
+print(len(service_list(binary=PROTECTION_BINARY)))
+"""
+
+
+def set_workers(service, status: str) -> int:
+    """What an operator does with ``PUT /os-services/{id}`` for every worker (the same service function)."""
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _SET_WORKERS_SCRIPT, status], cwd=BASE_DIR, env=service.env, capture_output=True,
+        text=True, timeout=60, check=True,
+    )
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_disabled_workers_take_no_new_work_until_enabled(service):
+    client = Client("1", service.endpoint, token=service.token)
+    provider_id = client.providers.list()[0].id
+    config = sorted(client.protectables.list_instances(DIRECTORY), key=lambda instance: instance.name)[0]
+    plan = client.plans.create("while-disabled", provider_id, [{"id": config.id, "type": DIRECTORY, "name": config.name}], {})
+    assert set_workers(service, "disabled") == 2
+    time.sleep(4)  # a few heartbeats (KARBOR_SERVICE_REPORT_INTERVAL=1): both workers stopped consuming
+    checkpoint = client.checkpoints.create(provider_id, plan.id)
+    time.sleep(8)  # an enabled worker protects this small tree in about a second
+    assert client.checkpoints.get(provider_id, checkpoint.id).status == "protecting"
+    assert "stopped consuming" in service.log()
+    set_workers(service, "enabled")
+    deadline = time.monotonic() + 60
+    while client.checkpoints.get(provider_id, checkpoint.id).status == "protecting":
+        assert time.monotonic() < deadline, service.log()[-4000:]
+        time.sleep(0.5)
+    assert client.checkpoints.get(provider_id, checkpoint.id).status == "available"
