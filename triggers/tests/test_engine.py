@@ -13,7 +13,6 @@ from protection.models import Checkpoint, CheckpointStatus, Service
 from protection.registry import OPERATION_ENGINE_BINARY
 from protection.tests.flowkit import make_plan
 from providers import testing as provider_testing
-from providers.testing import FS_PROVIDER_ID
 from triggers import engine, services
 from triggers.models import RunState, ScheduledOperationLog
 from triggers.schedule import periodic_task_prefix, trigger_beat_entry
