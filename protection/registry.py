@@ -115,7 +115,6 @@ class Heartbeat:
 
     def beat(self) -> None:
         """One heartbeat: refresh the row (register again when it is gone) and follow its disabled flag."""
-        close_old_connections()
         if not service_heartbeat(service_id=self.service_id):
             self.service_id = service_register(host=self.host, binary=self.binary).pk
         disabled = Service.objects.filter(pk=self.service_id).values_list("disabled", flat=True).first()
@@ -124,6 +123,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
+                close_old_connections()
                 self.beat()
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the heartbeat thread
                 import logging

@@ -79,9 +79,9 @@ def sync_trigger_schedule(trigger_id: str, *, now: dt.datetime | None = None) ->
             log.warning("trigger %s has an unusable time pattern; removing its beat entry", trigger_id, exc_info=True)
     wanted = periodic_task_name(trigger_id, next_time) if next_time is not None else None
     rows = list(
+        # No select_related: PostgreSQL cannot lock the nullable side of the outer join to the clock.
         PeriodicTask.objects.select_for_update()
         .filter(name__startswith=periodic_task_prefix(trigger_id))
-        .select_related("clocked")
     )
     current = None
     for row in rows:
