@@ -144,3 +144,21 @@ class ScheduledOperationAdmin(ReadOnlySoftDeleteAdmin):
             services.scheduled_operation_delete(operation=operation)
             deleted += 1
         self.message_user(request, f"Deleted {deleted} scheduled operation(s).", messages.SUCCESS)
+
+
+@admin.register(ScheduledOperationLog)
+class ScheduledOperationLogAdmin(ReadOnlySoftDeleteAdmin):
+    """Every tick of every scheduled operation: run, skipped (and why), its checkpoint and what retention deleted."""
+
+    list_display = ["operation", "expect_start_time", "state", "checkpoint_id", "actual_start_time", "end_time", "reason"]
+    list_filter = ["state", "expect_start_time"]
+    search_fields = ["operation__id", "operation__name", "checkpoint_id"]
+    list_select_related = ["operation"]
+    readonly_fields = [
+        "operation", "expect_start_time", "triggered_time", "actual_start_time", "end_time", "state",
+        "checkpoint_id", "extend_info", "created_at", "updated_at", "deleted_at", "deleted",
+    ]
+
+    @admin.display(description="reason")
+    def reason(self, obj: ScheduledOperationLog) -> str:
+        return (obj.extend_info or {}).get("reason", "")

@@ -266,6 +266,17 @@ def run_finish(*, run_id: int, now: dt.datetime | None = None) -> bool:
     return True
 
 
+def checkpoint_settled(*, checkpoint_id: str) -> None:
+    """Hook for the protect flow: settle the scheduled run of a checkpoint that just ended, without waiting for the poll."""
+    run_id = (
+        ScheduledOperationLog.objects.filter(checkpoint_id=checkpoint_id, state=RunState.IN_PROGRESS)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if run_id is not None:
+        run_finish(run_id=run_id)
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     max_backups: int | None = None

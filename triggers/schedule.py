@@ -42,13 +42,17 @@ BEAT_SETTLE = dt.timedelta(minutes=10)
 
 
 def periodic_task_prefix(trigger_id: str) -> str:
-    """The common start of the names of a trigger's beat entries."""
-    return f"karbor-trigger-{trigger_id}@"
+    """The common start of the names of a trigger's beat entries.
+
+    It also matches the single ``karbor-trigger-<id>`` entry written before entries were named
+    per fire time, so the first sync of such a trigger replaces it.
+    """
+    return f"karbor-trigger-{trigger_id}"
 
 
 def periodic_task_name(trigger_id: str, fire_time: dt.datetime) -> str:
     """The beat entry's unique name for one fire time of a trigger."""
-    return f"{periodic_task_prefix(trigger_id)}{format_time(fire_time)}"
+    return f"{periodic_task_prefix(trigger_id)}@{format_time(fire_time)}"
 
 
 def trigger_beat_entry(trigger_id: str) -> PeriodicTask | None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from plans.models import PlanStatus
 from protection.models import Checkpoint, CheckpointStatus, Service
@@ -181,6 +181,8 @@ def test_admin_run_now_action(admin_client, owner, plan):
     assert len(checkpoints(plan)) == 1
     listing = admin_client.get("/admin/triggers/scheduledoperation/").content.decode()
     assert "in_progress" in listing
+    logs = admin_client.get("/admin/triggers/scheduledoperationlog/").content.decode()
+    assert checkpoints(plan)[0].id in logs
 
 
 # --- after the checkpoint: result and retention ------------------------------------------------
@@ -194,6 +196,27 @@ def old_checkpoint(plan, created_at: dt.datetime, status=CheckpointStatus.AVAILA
     return Checkpoint.objects.create(
         project_id=plan.project_id, provider_id=plan.provider_id, plan_id=plan.id, status=status, created_at=created_at,
     )
+
+
+def test_the_legacy_single_entry_of_a_trigger_is_replaced_at_its_first_sync(owner, plan):
+    trigger = every_minute(owner.project_id)
+    schedule(trigger, plan)
+    legacy = PeriodicTask.objects.create(
+        name=f"karbor-trigger-{trigger.id}", task="karbor.triggers.fire", kwargs=json.dumps({"trigger_id": trigger.id}),
+        interval=IntervalSchedule.objects.create(every=60, period="seconds"),
+    )
+    engine.trigger_fire(trigger_id=trigger.id, fire_time=None, now=at(1))
+    assert not PeriodicTask.objects.filter(pk=legacy.pk).exists()
+    assert trigger_beat_entry(trigger.id).clocked.clocked_time == at(2)
+
+
+def test_the_protect_flow_hook_settles_the_run_at_once(owner, plan):
+    operation = schedule(every_minute(owner.project_id), plan)
+    run = engine.operation_run_now(operation=operation)
+    settle(run.checkpoint_id, CheckpointStatus.AVAILABLE)
+    engine.checkpoint_settled(checkpoint_id=run.checkpoint_id)
+    run.refresh_from_db()
+    assert run.state == RunState.SUCCESS
 
 
 def test_run_finish_waits_for_the_checkpoint_then_records_the_result(owner, plan):
