@@ -1,12 +1,12 @@
 """Scheduled protection end to end: the unmodified karbor CLI, a real API, two solo workers, two beats.
 
-One test, because it waits for real minute ticks (about two and a half minutes): a crontab
+One test waits for real minute ticks (usually the first, under a minute and a half): a crontab
 trigger ``* * * * *`` made with ``karbor trigger-create``, a ``protect`` and a
 ``retention_protect`` (``max_backups=1``) operation made with ``karbor scheduledoperation-create``;
-a second beat process runs beside the service's own. Within two ticks: checkpoints appear,
-made by the engine; each (operation, tick) ran once although both beats sent the tick; the
-retention plan keeps exactly one available checkpoint, the newest; the API shows the last
-result. The tick logic itself (windows, skips, re-arming, GFS) is tested with a clock the
+a second beat process runs beside the service's own. Checkpoints appear, made by the engine;
+each (operation, tick) ran once although both beats sent the tick; the retention plan keeps
+exactly one available checkpoint, the newest (a manual one made before is deleted); the API
+shows the last result. The other test disables the workers in ``os-services``. The tick logic itself (windows, skips, re-arming, GFS) is tested with a clock the
 tests control in ``test_engine.py``.
 """
 from __future__ import annotations
@@ -108,43 +108,46 @@ def test_cli_schedule_protects_each_tick_once_with_two_beats_and_retention_keeps
                      f"provider_id={provider_id},plan_id={kept.id},max_backups=1")
         assert json.loads(retain["operation_definition"])["max_backups"] == "1"
 
-        # Two ticks, each settled (its checkpoints available and retention applied): at most ~2.5 minutes.
+        # Wait for a settled tick (checkpoints available, retention applied) that both beats sent:
+        # usually the first tick; a second one only when one beat loaded the entry after the other
+        # had re-armed it.
         deadline = time.monotonic() + 200
         while True:
             state = engine_state(service)
-            settled = [row for row in state["logs"] if row["state"] == "success"]
-            if Counter(row["operation"] for row in settled) == {protect["id"]: 2, retain["id"]: 2}:
+            settled = Counter(row["operation"] for row in state["logs"] if row["state"] == "success")
+            beat_logs = service.log(), second_beat_log.read_text(errors="replace")
+            both = sent_ticks(beat_logs[0]) & sent_ticks(beat_logs[1])
+            if settled[protect["id"]] and settled[retain["id"]] and both:
                 break
-            assert time.monotonic() < deadline, f"two settled ticks expected:\n{json.dumps(state, indent=1)}\n{service.log()[-4000:]}"
+            assert time.monotonic() < deadline, (
+                f"a settled tick sent by both beats expected:\n{json.dumps(state, indent=1)}\n"
+                f"{beat_logs[0][-3000:]}\n--- second beat ---\n{beat_logs[1][-2000:]}"
+            )
             time.sleep(2)
     finally:
         stop_service(second_beat)
 
     logs = state["logs"]
-    # Each (operation, tick) once, and every run made its own checkpoint, by the engine.
+    # Each (operation, tick) once (two beats sent a tick), each run made its own checkpoint, by the engine.
     assert len({(row["operation"], row["tick"]) for row in logs}) == len(logs)
-    assert all(row["state"] == "success" for row in logs[:4]), logs
+    assert {row["state"] for row in logs} <= {"success", "in_progress"}, logs
     by_id = {row["id"]: row for row in state["checkpoints"]}
-    made = [by_id[row["checkpoint"]] for row in logs if row["checkpoint"]]
+    made = [by_id[row["checkpoint"]] for row in logs]
     assert len({row["id"] for row in made}) == len(made)
     assert {row["extra"]["created_by"] for row in made} == {"operation-engine"}
+    assert {row["extra"]["scheduled_operation_id"] for row in made} == {protect["id"], retain["id"]}
     engine_made = [row for row in state["checkpoints"] if row["extra"].get("created_by") == "operation-engine"]
     assert len(engine_made) == len(made)
-    # Both beats sent at least one of these ticks, and it still ran once.
-    both = sent_ticks(service.log()) & sent_ticks(second_beat_log.read_text(errors="replace"))
-    assert both, f"no tick was sent by both beats:\n{second_beat_log.read_text(errors='replace')[-3000:]}"
 
-    # The protect plan: one available checkpoint per tick, none deleted.
-    protect_ids = [row["checkpoint"] for row in logs if row["operation"] == protect["id"]]
-    assert [by_id[cid]["status"] for cid in protect_ids[:2]] == ["available", "available"]
-    # The retention plan: exactly one available, the newest; the manual one and the first tick's are deleted.
-    retain_runs = [row for row in logs if row["operation"] == retain["id"]]
-    kept_plan = [row for row in state["checkpoints"] if row["plan"] == kept.id]
-    available = [row["id"] for row in kept_plan if row["status"] == "available"]
-    newest_settled = retain_runs[1]["checkpoint"]
-    assert available in ([newest_settled], [retain_runs[-1]["checkpoint"]]), kept_plan
-    assert retain_runs[0]["info"]["deleted_checkpoints"] == [manual.id]
-    assert retain_runs[1]["info"]["deleted_checkpoints"] == [retain_runs[0]["checkpoint"]]
+    # The protect plan: an available checkpoint per settled tick, none deleted.
+    protect_runs = [row for row in logs if row["operation"] == protect["id"] and row["state"] == "success"]
+    assert {by_id[row["checkpoint"]]["status"] for row in protect_runs} == {"available"}
+    # The retention plan (max_backups=1): of the manual checkpoint and the settled runs' ones, exactly
+    # the newest is available; each run deleted the one before it, never its own.
+    retain_runs = [row for row in logs if row["operation"] == retain["id"] and row["state"] == "success"]
+    candidates = [manual.id, *(row["checkpoint"] for row in retain_runs)]
+    assert [cid for cid in candidates if by_id[cid]["status"] == "available"] == [candidates[-1]]
+    assert [row["info"]["deleted_checkpoints"] for row in retain_runs] == [[cid] for cid in candidates[:-1]]
     assert by_id[manual.id]["status"] in ("deleting", "deleted")
 
     # What the user sees through the client: the last result and when it runs next.
