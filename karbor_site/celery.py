@@ -82,6 +82,9 @@ def register_beat(sender=None, **kwargs) -> None:
     from protection.reaper import reaper_schedule_ensure
 
     reaper_schedule_ensure()
+    from triggers.schedule import resync_schedule_ensure
+
+    resync_schedule_ensure()
 
 
 @worker_shutdown.connect

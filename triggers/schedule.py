@@ -126,3 +126,44 @@ def sync_trigger_schedule(trigger_id: str, *, now: dt.datetime | None = None) ->
 def _drop_unused_clocked(clocked_id: int | None) -> None:
     if clocked_id is not None and not PeriodicTask.objects.filter(clocked_id=clocked_id).exists():
         ClockedSchedule.objects.filter(pk=clocked_id).delete()
+
+
+RESYNC_TASK = "karbor.triggers.resync"
+RESYNC_PERIODIC_TASK = "karbor-system-triggers-resync"
+RESYNC_INTERVAL_SECONDS = 300
+
+
+def resync_unarmed_triggers(*, now: dt.datetime | None = None) -> list[str]:
+    """Arm every trigger that has work but no armed entry; return their ids.
+
+    Re-arming normally happens when a fire is handled; this sweep covers a fire message that was
+    lost (a broker that dropped it, a purge): the trigger resumes at its next fire time, and the
+    ticks it missed are not replayed.
+    """
+    from triggers.models import ScheduledOperation
+
+    now = now or timezone.now()
+    trigger_ids = set(
+        ScheduledOperation.objects.filter(enabled=True, trigger__deleted=False).values_list("trigger_id", flat=True)
+    )
+    armed = []
+    for trigger_id in sorted(trigger_ids):
+        if trigger_beat_entry(trigger_id) is None and sync_trigger_schedule(trigger_id, now=now) is not None:
+            log.warning("trigger %s had no armed beat entry; armed it again", trigger_id)
+            armed.append(trigger_id)
+    return armed
+
+
+def resync_schedule_ensure() -> PeriodicTask:
+    """The system beat entry of the sweep above (idempotent; beat calls it at start-up)."""
+    from django_celery_beat.models import IntervalSchedule
+
+    every, _ = IntervalSchedule.objects.get_or_create(every=RESYNC_INTERVAL_SECONDS, period=IntervalSchedule.SECONDS)
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=RESYNC_PERIODIC_TASK,
+        defaults={
+            "task": RESYNC_TASK, "interval": every, "expire_seconds": RESYNC_INTERVAL_SECONDS, "enabled": True,
+            "one_off": False, "description": "System: re-arm triggers whose fire message was lost (triggers.schedule).",
+        },
+    )
+    return task

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from triggers.schedule import FIRE_TASK
+from triggers.schedule import FIRE_TASK, RESYNC_TASK
 
 FINISH_TASK = "karbor.triggers.run_finish"
 
@@ -25,3 +25,11 @@ def run_finish(self, run_id: int) -> None:
 
     if not engine.run_finish(run_id=run_id):
         raise self.retry(countdown=settings.KARBOR_ENGINE_POLL_INTERVAL)
+
+
+@shared_task(name=RESYNC_TASK, acks_late=True, ignore_result=True)
+def resync() -> int:
+    """Arm triggers that have work but no beat entry; return how many."""
+    from triggers.schedule import resync_unarmed_triggers
+
+    return len(resync_unarmed_triggers())

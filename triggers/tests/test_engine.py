@@ -15,7 +15,7 @@ from protection.tests.flowkit import make_plan
 from providers import testing as provider_testing
 from triggers import engine, services
 from triggers.models import RunState, ScheduledOperationLog
-from triggers.schedule import periodic_task_prefix, trigger_beat_entry
+from triggers.schedule import periodic_task_prefix, resync_schedule_ensure, resync_unarmed_triggers, trigger_beat_entry
 from triggers.timeparse import format_time
 
 pytestmark = pytest.mark.django_db
@@ -208,6 +208,19 @@ def test_the_legacy_single_entry_of_a_trigger_is_replaced_at_its_first_sync(owne
     engine.trigger_fire(trigger_id=trigger.id, fire_time=None, now=at(1))
     assert not PeriodicTask.objects.filter(pk=legacy.pk).exists()
     assert trigger_beat_entry(trigger.id).clocked.clocked_time == at(2)
+
+
+def test_a_trigger_whose_fire_message_was_lost_is_armed_again_by_the_sweep(owner, plan):
+    trigger = every_minute(owner.project_id)
+    schedule(trigger, plan)
+    armed = every_minute(owner.project_id)
+    schedule(armed, plan)
+    PeriodicTask.objects.filter(name__startswith=periodic_task_prefix(trigger.id)).update(enabled=False)
+    assert resync_unarmed_triggers(now=at(7.5)) == [trigger.id]
+    assert trigger_beat_entry(trigger.id).clocked.clocked_time == at(8)
+    assert resync_unarmed_triggers(now=at(7.5)) == []
+    ensured = resync_schedule_ensure()
+    assert resync_schedule_ensure().pk == ensured.pk and ensured.interval.every == 300
 
 
 def test_the_protect_flow_hook_settles_the_run_at_once(owner, plan):
