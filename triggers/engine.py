@@ -87,14 +87,35 @@ def trigger_fire(
         return []
     tick = _tick(trigger, fire_time, now)
     written: list[ScheduledOperationLog] = []
-    if tick is not None:
-        operations = trigger.scheduled_operations.filter(deleted=False, enabled=True).order_by("created_at", "id")
-        for operation in operations:
-            run = operation_run(operation=operation, expect_start_time=tick, now=now)
-            if run is not None:
-                written.append(run)
-    sync_trigger_schedule(trigger_id, now=max(now, tick) if tick else now)
+    try:
+        if tick is not None:
+            operations = trigger.scheduled_operations.filter(deleted=False, enabled=True).order_by("created_at", "id")
+            for operation in operations:
+                try:
+                    run = operation_run(operation=operation, expect_start_time=tick, now=now)
+                except Exception as exc:  # noqa: BLE001 - one broken operation must not stop the others
+                    log.exception("operation %s: tick %s failed", operation.id, tick)
+                    run = _record_failure(operation, tick, now, f"{type(exc).__name__}: {exc}")
+                if run is not None:
+                    written.append(run)
+    finally:
+        # Whatever happened to the runs, the trigger must fire again.
+        sync_trigger_schedule(trigger_id, now=max(now, tick) if tick else now)
     return written
+
+
+def _record_failure(
+    operation: ScheduledOperation, tick: dt.datetime, now: dt.datetime, reason: str
+) -> ScheduledOperationLog | None:
+    """Log a run that broke before its row was committed (insert-or-skip, like a run)."""
+    try:
+        with transaction.atomic():
+            run = ScheduledOperationLog.objects.create(
+                operation=operation, expect_start_time=tick, triggered_time=now, state=RunState.IN_PROGRESS,
+            )
+            return _finish(run, RunState.FAILED, now, reason=reason)
+    except IntegrityError:
+        return None
 
 
 def _tick(trigger: Trigger, fire_time: dt.datetime | str | None, now: dt.datetime) -> dt.datetime | None:

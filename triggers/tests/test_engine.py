@@ -79,6 +79,26 @@ def test_a_tick_runs_each_operation_once_through_checkpoint_create_and_rearms(ow
     assert json.loads(entry.kwargs) == {"trigger_id": trigger.id, "fire_time": format_time(at(2))}
 
 
+def test_an_operation_that_breaks_is_logged_failed_and_the_others_still_run(owner, plan, monkeypatch):
+    from protection import services as protection_services
+
+    trigger = every_minute(owner.project_id)
+    broken, fine = schedule(trigger, plan, name="broken"), schedule(trigger, plan, name="fine")
+    real = protection_services.checkpoint_create
+
+    def checkpoint_create(**kwargs):
+        if kwargs["scheduled_operation_id"] == broken.id:
+            raise RuntimeError("database went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(protection_services, "checkpoint_create", checkpoint_create)
+    runs = {run.operation_id: run for run in engine.trigger_fire(trigger_id=trigger.id, fire_time=at(1), now=at(1))}
+    assert runs[broken.id].state == RunState.FAILED
+    assert runs[broken.id].extend_info["reason"] == "RuntimeError: database went away"
+    assert runs[fine.id].state == RunState.IN_PROGRESS and len(checkpoints(plan)) == 1
+    assert trigger_beat_entry(trigger.id).clocked.clocked_time == at(2)
+
+
 def test_the_api_shows_next_run_last_run_and_last_result(owner, plan):
     trigger = every_minute(owner.project_id)
     operation = schedule(trigger, plan)
