@@ -12,13 +12,35 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _start_heartbeat(host: str, binary: str) -> None:
+def _start_heartbeat(host: str, binary: str, on_disabled_change=None) -> None:
     # Imported late: Django must be set up (the worker does it before these signals fire).
     from protection.registry import Heartbeat
 
-    heartbeat = Heartbeat(host=host, binary=binary)
+    heartbeat = Heartbeat(host=host, binary=binary, on_disabled_change=on_disabled_change)
     heartbeat.start()
     _heartbeats.append(heartbeat)
+
+
+def _follow_service_state(hostname: str, queues: list[str]):
+    """A disabled worker takes no new work: it stops consuming its queues until enabled again.
+
+    Sent as a remote-control command to this worker alone, so the worker's own event loop (not
+    the heartbeat thread, which does not own the broker connection) changes its consumers.
+    """
+    import logging
+
+    def follow(disabled: bool) -> None:
+        for queue in queues:
+            if disabled:
+                app.control.cancel_consumer(queue, destination=[hostname], reply=False)
+            else:
+                app.control.add_consumer(queue, destination=[hostname], reply=False)
+        logging.getLogger(__name__).warning(
+            "%s is %s in os-services: %s consuming %s", hostname, "disabled" if disabled else "enabled",
+            "stopped" if disabled else "resumed", ", ".join(queues),
+        )
+
+    return follow
 
 
 _heartbeats: list = []
@@ -29,7 +51,10 @@ def register_worker(sender=None, **kwargs) -> None:
     """Every worker appears in `services` (GET /os-services) and heartbeats while it lives."""
     from protection.registry import PROTECTION_BINARY
 
-    _start_heartbeat(getattr(sender, "hostname", None) or socket.gethostname(), PROTECTION_BINARY)
+    hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    consumer = getattr(sender, "task_consumer", None)
+    queues = [queue.name for queue in consumer.queues] if consumer is not None else [app.conf.task_default_queue]
+    _start_heartbeat(hostname, PROTECTION_BINARY, _follow_service_state(hostname, queues))
     _reap_at_start()
 
 
@@ -57,6 +82,9 @@ def register_beat(sender=None, **kwargs) -> None:
     from operations.reaper import reaper_schedule_ensure
 
     reaper_schedule_ensure()
+    from triggers.schedule import resync_schedule_ensure
+
+    resync_schedule_ensure()
 
 
 @worker_shutdown.connect

@@ -259,6 +259,8 @@ if KARBOR_FLOW_HEARTBEAT_INTERVAL * 2 > KARBOR_SERVICE_DOWN_TIME:
 KARBOR_QUEUED_TIMEOUT = env_int("KARBOR_QUEUED_TIMEOUT", 6 * 3600, minimum=1)
 # How often beat runs the dead-worker reaper (its entry expires after the same time).
 KARBOR_REAPER_INTERVAL = env_int("KARBOR_REAPER_INTERVAL", 30, minimum=1)
+# How often a scheduled run looks whether its checkpoint is done (then applies retention).
+KARBOR_ENGINE_POLL_INTERVAL = env_int("KARBOR_ENGINE_POLL_INTERVAL", 5, minimum=1)
 # Bank data younger than this is never swept by the GC that follows a checkpoint delete.
 KARBOR_BANK_GC_GRACE_SECONDS = env_int("KARBOR_BANK_GC_GRACE_SECONDS", 3600, minimum=0)
 KARBOR_BANK_GC_DELAY = env_int("KARBOR_BANK_GC_DELAY", 30, minimum=0)

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from karbor_site.api.exceptions import InvalidInput, NotFound
 from plans.models import Plan, PlanStatus, Resource
+from protection.quotas import lock_project, quota_check
 from providers.config import ProviderConfig
 from providers.constants import RESOURCE_TYPES
 from providers.registry import get_registry
@@ -85,10 +86,15 @@ def plan_create(
     name: str | None = None,
     description: str | None = None,
 ) -> Plan:
-    """Create a ``suspended`` plan after checking the provider, the resources and the parameters."""
+    """Create a ``suspended`` plan after checking the provider, the resources, the parameters and the quota.
+
+    A project at its ``plans`` quota gets Karbor's 413 and nothing is written.
+    """
     provider = _provider(provider_id)
     resources_validate(provider=provider, project_id=project_id, resources=resources)
     cleaned = parameters_validate(provider=provider, parameters=parameters)
+    lock_project(project_id)  # two concurrent creates cannot both slip under the limit
+    quota_check(project_id=project_id, resource="plans")
     plan = Plan.objects.create(
         project_id=project_id,
         provider_id=provider.id,

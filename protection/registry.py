@@ -2,11 +2,15 @@
 
 A service is ``up`` while its last heartbeat (``modified_at``) is younger than
 KARBOR_SERVICE_DOWN_TIME. Operators can disable the scheduler (``karbor-operationengine``)
-with a reason, as in Karbor.
+with a reason, as in Karbor: its scheduled ticks are then logged as skipped
+(``triggers.engine``). They can also disable a worker (``karbor-protection``, beyond Karbor):
+the worker stops consuming its queues within a heartbeat interval (finishing the task it
+runs) and consumes again once enabled; the messages wait in the broker for other workers.
 """
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,7 +23,7 @@ from protection.models import Service
 
 PROTECTION_BINARY = "karbor-protection"
 OPERATION_ENGINE_BINARY = "karbor-operationengine"
-UPDATABLE_BINARIES = (OPERATION_ENGINE_BINARY,)
+UPDATABLE_BINARIES = (OPERATION_ENGINE_BINARY, PROTECTION_BINARY)
 
 
 def service_is_up(service: Service) -> bool:
@@ -78,26 +82,49 @@ def service_update(*, service_id: int, status: str | None, disabled_reason: str 
 
 
 class Heartbeat:
-    """Registers a process and refreshes its heartbeat from a daemon thread until stopped."""
+    """Registers a process and refreshes its heartbeat from a daemon thread until stopped.
 
-    def __init__(self, *, host: str, binary: str, interval: int | None = None) -> None:
+    ``on_disabled_change(disabled)`` is called at start when the row is disabled, then on every
+    change of its ``disabled`` flag seen at a heartbeat.
+    """
+
+    def __init__(
+        self, *, host: str, binary: str, interval: int | None = None,
+        on_disabled_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self.host, self.binary = host, binary
         self.interval = interval or settings.KARBOR_SERVICE_REPORT_INTERVAL
         self.service_id: int | None = None
+        self.on_disabled_change = on_disabled_change
+        self.disabled = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.service_id = service_register(host=self.host, binary=self.binary).pk
+        service = service_register(host=self.host, binary=self.binary)
+        self.service_id = service.pk
+        self._follow_disabled(service.disabled)
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.binary}", daemon=True)
         self._thread.start()
+
+    def _follow_disabled(self, disabled: bool) -> None:
+        if disabled != self.disabled:
+            self.disabled = disabled
+            if self.on_disabled_change is not None:
+                self.on_disabled_change(disabled)
+
+    def beat(self) -> None:
+        """One heartbeat: refresh the row (register again when it is gone) and follow its disabled flag."""
+        if not service_heartbeat(service_id=self.service_id):
+            self.service_id = service_register(host=self.host, binary=self.binary).pk
+        disabled = Service.objects.filter(pk=self.service_id).values_list("disabled", flat=True).first()
+        self._follow_disabled(bool(disabled))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 close_old_connections()
-                if not service_heartbeat(service_id=self.service_id):
-                    self.service_id = service_register(host=self.host, binary=self.binary).pk
+                self.beat()
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the heartbeat thread
                 import logging
 

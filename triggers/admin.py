@@ -11,9 +11,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from karbor_site.api.exceptions import KarborError
-from triggers import services
-from triggers.models import ScheduledOperation, Trigger
+from triggers import engine, services
+from triggers.models import ScheduledOperation, ScheduledOperationLog, Trigger
 from triggers.schedule import sync_trigger_schedule
+from triggers.timeparse import format_time
 
 
 class ReadOnlySoftDeleteAdmin(admin.ModelAdmin):
@@ -78,15 +79,63 @@ class TriggerAdmin(ReadOnlySoftDeleteAdmin):
 
 @admin.register(ScheduledOperation)
 class ScheduledOperationAdmin(ReadOnlySoftDeleteAdmin):
-    list_display = ["name", "id", "project_id", "operation_type", "trigger", "enabled", "deleted", "created_at"]
+    list_display = [
+        "name", "id", "project_id", "operation_type", "trigger", "enabled", "next_run", "last_run", "last_result",
+        "deleted", "created_at",
+    ]
     list_filter = ["operation_type", "enabled", "deleted", "created_at"]
     search_fields = ["id", "name", "project_id", "trigger__id", "trigger__name", "operation_definition"]
     list_select_related = ["trigger"]
     readonly_fields = [
         "id", "name", "description", "operation_type", "project_id", "user_id", "trigger",
-        "operation_definition", "enabled", "created_at", "updated_at", "deleted_at", "deleted",
+        "operation_definition", "enabled", "next_run", "last_run", "last_result", "recent_runs",
+        "created_at", "updated_at", "deleted_at", "deleted",
     ]
-    actions = ["soft_delete"]
+    actions = ["run_now", "soft_delete"]
+
+    def _status(self, obj: ScheduledOperation) -> engine.OperationStatus:
+        cache = self.__dict__.setdefault("_status_cache", {})
+        key = (obj.pk, obj.updated_at)
+        if key not in cache:
+            cache.clear() if len(cache) > 1000 else None
+            cache[key] = engine.operation_status(obj)
+        return cache[key]
+
+    @admin.display(description="next run (UTC)")
+    def next_run(self, obj: ScheduledOperation) -> str:
+        value = self._status(obj).next_run
+        return format_time(value) if value else "-"
+
+    @admin.display(description="last run (UTC)")
+    def last_run(self, obj: ScheduledOperation) -> str:
+        value = self._status(obj).last_run
+        return format_time(value) if value else "-"
+
+    @admin.display(description="last result")
+    def last_result(self, obj: ScheduledOperation) -> str:
+        return self._status(obj).last_result or "-"
+
+    @admin.display(description="recent runs")
+    def recent_runs(self, obj: ScheduledOperation) -> str:
+        rows = ScheduledOperationLog.objects.filter(operation_id=obj.pk).order_by("-expect_start_time")[:20]
+        lines = [
+            f"{format_time(row.expect_start_time)}  {row.state}  {row.checkpoint_id or ''}  "
+            f"{(row.extend_info or {}).get('reason', '')}"
+            for row in rows
+        ]
+        return "\n".join(lines) or "-"
+
+    @admin.action(description="Run now (protect the plan now, as the schedule would)")
+    def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        started = 0
+        for operation in queryset.filter(deleted=False):
+            try:
+                engine.operation_run_now(operation=operation)
+            except KarborError as exc:
+                self.message_user(request, f"{operation}: {exc.message}", messages.WARNING)
+                continue
+            started += 1
+        self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
 
     @admin.action(description="Delete selected scheduled operations")
     def soft_delete(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -95,3 +144,21 @@ class ScheduledOperationAdmin(ReadOnlySoftDeleteAdmin):
             services.scheduled_operation_delete(operation=operation)
             deleted += 1
         self.message_user(request, f"Deleted {deleted} scheduled operation(s).", messages.SUCCESS)
+
+
+@admin.register(ScheduledOperationLog)
+class ScheduledOperationLogAdmin(ReadOnlySoftDeleteAdmin):
+    """Every tick of every scheduled operation: run, skipped (and why), its checkpoint and what retention deleted."""
+
+    list_display = ["operation", "expect_start_time", "state", "checkpoint_id", "actual_start_time", "end_time", "reason"]
+    list_filter = ["state", "expect_start_time"]
+    search_fields = ["operation__id", "operation__name", "checkpoint_id"]
+    list_select_related = ["operation"]
+    readonly_fields = [
+        "operation", "expect_start_time", "triggered_time", "actual_start_time", "end_time", "state",
+        "checkpoint_id", "extend_info", "created_at", "updated_at", "deleted_at", "deleted",
+    ]
+
+    @admin.display(description="reason")
+    def reason(self, obj: ScheduledOperationLog) -> str:
+        return (obj.extend_info or {}).get("reason", "")

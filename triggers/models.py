@@ -78,3 +78,75 @@ class ScheduledOperation(SoftDeleteModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.operation_type}, {self.id})"
+
+
+class OperationState(models.TextChoices):
+    """Karbor's operation-engine states of a scheduled operation."""
+
+    REGISTERED = "registered", "registered"
+    TRIGGERED = "triggered", "triggered"
+    RUNNING = "running", "running"
+    DELETED = "deleted", "deleted"
+
+
+class ScheduledOperationState(SoftDeleteModel):
+    """One row per scheduled operation: where the engine is with it and how its last run ended.
+
+    Karbor's ``scheduled_operation_states`` plus ``last_run_at`` / ``last_result`` (what the API
+    and the admin show); ``end_time_for_run`` is the end of the window of the tick being run.
+    """
+
+    id = models.AutoField(primary_key=True)
+    operation = models.OneToOneField(
+        ScheduledOperation, on_delete=models.CASCADE, related_name="state", db_column="operation_id"
+    )
+    service_id = models.IntegerField(null=True, blank=True)
+    trigger_id = models.CharField(max_length=36)
+    state = models.CharField(max_length=32, choices=OperationState.choices, default=OperationState.REGISTERED)
+    end_time_for_run = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        db_table = "scheduled_operation_states"
+
+    def __str__(self) -> str:
+        return f"{self.operation_id}: {self.state}"
+
+
+class RunState(models.TextChoices):
+    IN_PROGRESS = "in_progress", "in_progress"
+    SUCCESS = "success", "success"
+    FAILED = "failed", "failed"
+    SKIPPED = "skipped", "skipped"
+
+
+class ScheduledOperationLog(SoftDeleteModel):
+    """One row per (scheduled operation, tick): the run, or why it was skipped.
+
+    The unique (operation, expect_start_time) pair is what makes a tick run once, however many
+    beat processes sent it and however many workers received it: the run starts only after its
+    row was inserted. ``checkpoint_id`` and ``extend_info`` (reason, deleted checkpoints) are ours.
+    """
+
+    id = models.AutoField(primary_key=True)
+    operation = models.ForeignKey(
+        ScheduledOperation, on_delete=models.CASCADE, related_name="logs", db_column="operation_id"
+    )
+    expect_start_time = models.DateTimeField()
+    triggered_time = models.DateTimeField(null=True, blank=True)
+    actual_start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=32, choices=RunState.choices)
+    checkpoint_id = models.CharField(max_length=36, null=True, blank=True)
+    extend_info = JSONTextField(default=dict)
+
+    class Meta:
+        db_table = "scheduled_operation_logs"
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "expect_start_time"], name="scheduled_operation_log_once"),
+        ]
+        indexes = [models.Index(fields=["operation", "-expect_start_time"], name="sched_op_log_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id} @ {self.expect_start_time}: {self.state}"

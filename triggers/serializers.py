@@ -6,7 +6,9 @@ from typing import Any
 from rest_framework import serializers
 
 from karbor_site.api.viewsets import StrictInputSerializer
+from triggers.engine import OperationStatus, operation_status
 from triggers.models import ScheduledOperation, Trigger
+from triggers.timeparse import format_time
 
 
 class StrictCharField(serializers.CharField):
@@ -70,22 +72,48 @@ class ScheduledOperationCreateSerializer(StrictInputSerializer):
     operation_definition = serializers.DictField(
         child=serializers.JSONField(),
         help_text="`provider_id` and `plan_id` (UUIDs) are required; `max_backups` and "
-        "`retention_duration` (integers, ≤0 = unlimited) apply to retention_protect.",
+        "`retention_duration` (days) and `keep_daily` / `keep_weekly` / `keep_monthly` / `keep_yearly` "
+        "(integers ≥ 1, each optional) apply to retention_protect only.",
     )
 
 
 class ScheduledOperationSerializer(serializers.ModelSerializer):
-    """Karbor's scheduled-operation view; definition values are strings."""
+    """Karbor's scheduled-operation view (definition values are strings), plus the engine's view of it:
+    ``next_run_at`` (the trigger's next fire time), ``last_run_at`` and ``last_result``
+    (``in_progress``, ``success``, ``failed`` or ``skipped``), times as ``YYYY-MM-DD HH:MM:SS`` UTC or null."""
 
     trigger_id = serializers.CharField(read_only=True)
     operation_definition = serializers.SerializerMethodField()
+    next_run_at = serializers.SerializerMethodField()
+    last_run_at = serializers.SerializerMethodField()
+    last_result = serializers.SerializerMethodField()
 
     class Meta:
         model = ScheduledOperation
-        fields = ["id", "name", "description", "operation_type", "trigger_id", "operation_definition", "enabled"]
+        fields = [
+            "id", "name", "description", "operation_type", "trigger_id", "operation_definition", "enabled",
+            "next_run_at", "last_run_at", "last_result",
+        ]
 
     def get_operation_definition(self, obj: ScheduledOperation) -> dict[str, str]:
         return {key: str(value) for key, value in (obj.operation_definition or {}).items()}
+
+    def _status(self, obj: ScheduledOperation) -> OperationStatus:
+        cache = self.context.setdefault("_operation_status", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = operation_status(obj)
+        return cache[obj.pk]
+
+    def get_next_run_at(self, obj: ScheduledOperation) -> str | None:
+        value = self._status(obj).next_run
+        return format_time(value) if value else None
+
+    def get_last_run_at(self, obj: ScheduledOperation) -> str | None:
+        value = self._status(obj).last_run
+        return format_time(value) if value else None
+
+    def get_last_result(self, obj: ScheduledOperation) -> str | None:
+        return self._status(obj).last_result
 
 
 class LinkSerializer(serializers.Serializer):

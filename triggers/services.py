@@ -15,7 +15,7 @@ from django.utils import timezone
 from karbor_site.api.exceptions import Conflict, InvalidInput, NotFound
 from karbor_site.db import is_uuid_like
 from plans.models import Plan
-from triggers.models import OperationType, ScheduledOperation, Trigger
+from triggers.models import OperationState, OperationType, ScheduledOperation, ScheduledOperationState, Trigger
 from triggers.schedule import sync_trigger_schedule
 from triggers.validation import operation_definition_clean, time_properties_clean, trigger_type_clean
 
@@ -152,6 +152,9 @@ def scheduled_operation_create(
             operation_definition=definition,
             enabled=True,
         )
+        ScheduledOperationState.objects.create(
+            operation=operation, trigger_id=trigger.id, state=OperationState.REGISTERED
+        )
         sync_trigger_schedule(trigger.id)
     return operation
 
@@ -163,4 +166,7 @@ def scheduled_operation_delete(*, operation: ScheduledOperation) -> None:
         if locked is None:
             raise NotFound(f"Scheduled operation {operation.pk} could not be found.")
         locked.soft_delete()
+        ScheduledOperationState.objects.filter(operation_id=locked.pk).update(
+            state=OperationState.DELETED, updated_at=timezone.now()
+        )
         sync_trigger_schedule(locked.trigger_id)

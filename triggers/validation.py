@@ -19,7 +19,10 @@ from triggers import timeparse
 
 TRIGGER_TYPES = ("time",)
 TIME_PROPERTIES = ("format", "pattern", "start_time", "end_time", "window")
+# Karbor's two retention keys, then the grandfather-father-son ones: all integers >= 1.
 RETENTION_KEYS = ("max_backups", "retention_duration")
+GFS_KEYS = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+RETENTION_PROTECT_KEYS = RETENTION_KEYS + GFS_KEYS
 _INT_RE = re.compile(r"^\s*[-+]?\d+\s*$")
 
 
@@ -135,9 +138,11 @@ def format_gap(gap: dt.timedelta) -> str:
 def operation_definition_clean(definition: Any, *, operation_type: str) -> dict[str, str]:
     """Check an operation definition's shape; return it as stored (dict of strings).
 
-    ``provider_id`` and ``plan_id`` are required UUIDs; for ``retention_protect`` the optional
-    ``max_backups`` / ``retention_duration`` must be integers (≤0 means unlimited). Other keys
-    are kept, as Karbor keeps them, provided their values are scalars.
+    ``provider_id`` and ``plan_id`` are required UUIDs. For ``retention_protect`` the optional
+    ``max_backups``, ``retention_duration`` (days) and ``keep_daily/weekly/monthly/yearly`` must
+    be integers of at least 1 (leave a key out for "no limit"); a ``protect`` operation refuses
+    them, since it would silently never apply them. Other keys are kept, as Karbor keeps them,
+    provided their values are scalars.
     """
     if not isinstance(definition, Mapping):
         raise InvalidInput.for_field("operation_definition", "must be a JSON object")
@@ -154,8 +159,13 @@ def operation_definition_clean(definition: Any, *, operation_type: str) -> dict[
         if key in cleaned:
             continue
         field = f"operation_definition.{key}"
-        if key in RETENTION_KEYS and operation_type == "retention_protect":
-            cleaned[key] = str(int_value(value, field))
+        if key in RETENTION_PROTECT_KEYS:
+            if operation_type != "retention_protect":
+                raise InvalidInput.for_field(field, "only a retention_protect operation applies retention")
+            number = int_value(value, field)
+            if number < 1:
+                raise InvalidInput.for_field(field, f"must be at least 1, got {number} (leave it out for no limit)")
+            cleaned[key] = str(number)
             continue
         if isinstance(value, bool):
             cleaned[key] = str(value)  # Karbor's str(): True → "True"

@@ -130,7 +130,7 @@ OPERATION_ENVELOPE = _envelope("ScheduledOperationEnvelope", "scheduled_operatio
 class ScheduledOperationViewSet(ProjectScopedViewSet):
     """A project's scheduled operations: protect (or protect and apply retention to) a plan when a trigger fires."""
 
-    queryset = ScheduledOperation.objects.all()
+    queryset = ScheduledOperation.objects.select_related("trigger")
     serializer_class = ScheduledOperationSerializer
     filterset_class = ScheduledOperationFilterSet
     envelope = "scheduled_operation"

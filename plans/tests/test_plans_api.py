@@ -380,3 +380,15 @@ def test_plan_of_a_provider_that_disappeared_cannot_change_resources(owner, fs_p
     assert response.status_code == 400
     assert response.json()["badRequest"]["message"] == "The provider could not be found."
     assert put(owner, plan["id"], {"name": "still renamable"}).status_code == 200
+
+
+def test_the_plans_quota_is_enforced_on_create_and_nothing_is_written(owner, fs_provider):
+    from protection.models import Quota
+
+    Quota.objects.create(project_id=owner.project_id, resource="plans", hard_limit=2)
+    create(owner, fs_provider)
+    create(owner, fs_provider)
+    response = owner.client.post(owner.url("plans"), plan_body(fs_provider), format="json")
+    assert response.status_code == 413, response.content
+    assert "plans" in next(iter(response.json().values()))["message"]
+    assert Plan.all_objects.filter(project_id=owner.project_id).count() == 2

@@ -42,9 +42,25 @@ def test_admin_disables_operation_engine_with_reason(cloud_admin):
     assert engine.disabled
 
 
-def test_protection_service_cannot_be_updated(cloud_admin):
+def test_a_worker_follows_its_disabled_flag_at_each_heartbeat(cloud_admin):
     worker = registry.service_register(host="n", binary=registry.PROTECTION_BINARY)
+    seen = []
+    heartbeat = registry.Heartbeat(host="n", binary=registry.PROTECTION_BINARY, on_disabled_change=seen.append)
+    heartbeat.start()
+    heartbeat.stop()
     response = cloud_admin.client.put(cloud_admin.url(f"os-services/{worker.pk}"), {"status": "disabled"}, format="json")
+    assert response.status_code == 200
+    heartbeat.beat()
+    heartbeat.beat()
+    assert seen == [True]
+    cloud_admin.client.put(cloud_admin.url(f"os-services/{worker.pk}"), {"status": "enabled"}, format="json")
+    heartbeat.beat()
+    assert seen == [True, False]
+
+
+def test_other_services_cannot_be_updated(cloud_admin):
+    other = registry.service_register(host="n", binary="karbor-api")
+    response = cloud_admin.client.put(cloud_admin.url(f"os-services/{other.pk}"), {"status": "disabled"}, format="json")
     assert response.status_code == 400
 
 

@@ -1,5 +1,6 @@
 """The scheduled-operation API: create / list / show / delete, and the `operations` envelope."""
 import pytest
+from django.utils import timezone
 
 from triggers.models import ScheduledOperation
 from triggers.tests.factories import INFRA_PROVIDER, make_operation, make_plan, make_trigger, operation_body
@@ -47,6 +48,9 @@ def test_create_protect_operation_without_description(owner, plan, trigger):
         "trigger_id": trigger.id,
         "operation_definition": {"provider_id": plan.provider_id, "plan_id": plan.id},
         "enabled": True,
+        "next_run_at": trigger.next_fire_time(after=timezone.now()).strftime("%Y-%m-%d %H:%M:%S"),
+        "last_run_at": None,
+        "last_result": None,
     }
     stored = ScheduledOperation.objects.get(pk=op["id"])
     assert stored.project_id == owner.project_id and stored.user_id
@@ -58,7 +62,7 @@ def test_create_retention_protect_stores_definition_values_as_strings(owner, pla
         plan,
         operation_type="retention_protect",
         description="keep a week",
-        definition={"max_backups": 7, "retention_duration": "-1", "note": 3, "flag": True},
+        definition={"max_backups": 7, "retention_duration": "30", "note": 3, "flag": True},
     )
     response = post(owner, body)
     assert response.status_code == 200, response.content
@@ -68,7 +72,7 @@ def test_create_retention_protect_stores_definition_values_as_strings(owner, pla
         "provider_id": plan.provider_id,
         "plan_id": plan.id,
         "max_backups": "7",
-        "retention_duration": "-1",
+        "retention_duration": "30",
         "note": "3",
         "flag": "True",
     }
@@ -103,6 +107,30 @@ def test_invalid_bodies_are_refused_naming_the_field(owner, plan, trigger, chang
 def test_retention_values_must_be_integers(owner, plan, trigger, value):
     body = operation_body(trigger.id, plan, operation_type="retention_protect", definition={"max_backups": value})
     assert_refused(post(owner, body), 400, "operation_definition.max_backups")
+
+
+@pytest.mark.parametrize("key", ["max_backups", "retention_duration", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"])
+@pytest.mark.parametrize("value", [0, -1, "0", "-5"])
+def test_retention_below_one_is_refused_naming_the_key(owner, plan, trigger, key, value):
+    body = operation_body(trigger.id, plan, operation_type="retention_protect", definition={key: value})
+    body = assert_refused(post(owner, body), 400, f"operation_definition.{key}")
+    assert "at least 1" in body["message"]
+
+
+def test_retention_keys_on_a_plain_protect_are_refused(owner, plan, trigger):
+    body = operation_body(trigger.id, plan, definition={"max_backups": 3})
+    assert_refused(post(owner, body), 400, "operation_definition.max_backups")
+
+
+def test_gfs_keys_are_stored_as_strings(owner, plan, trigger):
+    body = operation_body(
+        trigger.id, plan, operation_type="retention_protect",
+        definition={"keep_daily": 7, "keep_weekly": "4", "keep_monthly": 12, "keep_yearly": 2},
+    )
+    response = post(owner, body)
+    assert response.status_code == 200, response.content
+    definition = response.json()["scheduled_operation"]["operation_definition"]
+    assert (definition["keep_daily"], definition["keep_weekly"], definition["keep_monthly"]) == ("7", "4", "12")
 
 
 @pytest.mark.parametrize("body", [{}, [], {"scheduled_operation": "x"}, {"operation": {}}])
