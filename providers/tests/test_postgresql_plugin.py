@@ -1,0 +1,259 @@
+"""``PostgreSQL::Database`` against the real PostgreSQL on 127.0.0.1:5432: protect, restore, verify, refusals."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import psycopg2
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from psycopg2 import sql
+
+from protection.banks import bank_for_provider
+from providers.plugins.postgresql import PostgreSQLDatabasePlugin
+from providers.registry import get_registry
+from providers.tests.dbkit import (
+    DB_PROVIDER_ID, db_settings, only_reason, protect, require_server, require_tools, restore, unique_name, verify,
+    write_db_provider,
+)
+from providers.testing import OWNER_PROJECT, STRANGER_PROJECT
+
+PG = "PostgreSQL::Database"
+HOST, PORT = "127.0.0.1", 5432
+TABLES = ("customers", "orders", "audit log")
+
+pytestmark = [pytest.mark.server, pytest.mark.usefixtures("db_settings")]
+__all__ = ["db_settings"]
+
+
+def admin_connection(database: str = "postgres"):
+    connection = psycopg2.connect(host=HOST, port=PORT, user="postgres", dbname=database, connect_timeout=5)
+    connection.autocommit = True
+    return connection
+
+
+def execute(database: str, statement, params=None) -> list[tuple]:
+    connection = admin_connection(database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def contents(database: str) -> dict[str, list[tuple]]:
+    """Every row of every test table (ordered), the sequences' positions and the extensions."""
+    found = {}
+    for table in TABLES:
+        found[table] = execute(database, sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(table)))
+    found["sequence"] = execute(database, "SELECT last_value, is_called FROM invoice_no")
+    found["extensions"] = execute(database, "SELECT extname FROM pg_extension ORDER BY 1")
+    found["indexes"] = execute(database, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
+    return found
+
+
+@dataclass
+class PgWorld:
+    database: str
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def plugin(self) -> PostgreSQLDatabasePlugin:
+        return get_registry().get(DB_PROVIDER_ID).plugins[PG]
+
+    @property
+    def instance_id(self) -> str:
+        source = next(s for s in self.plugin.sources if s.name == "local")
+        return self.plugin.instance_id(source, self.database)
+
+    def name(self, prefix: str) -> str:
+        self.created.append(unique_name(prefix))
+        return self.created[-1]
+
+
+def has_pgcrypto() -> bool:
+    return bool(execute("postgres", "SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto'"))
+
+
+def make_database(name: str) -> None:
+    execute("postgres", sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    connection = admin_connection(name)
+    with connection.cursor() as cursor:
+        if has_pgcrypto():
+            cursor.execute("CREATE EXTENSION pgcrypto")
+        cursor.execute("""
+            CREATE SEQUENCE invoice_no START 1000;
+            CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, born date);
+            CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers(id),
+                                 amount numeric(12,2), note text, payload bytea, invoice bigint);
+            CREATE INDEX orders_by_customer ON orders (customer_id);
+            CREATE TABLE "audit log" (at timestamptz PRIMARY KEY, what jsonb);
+        """)
+        cursor.execute("""
+            INSERT INTO customers (name, email, born)
+                SELECT 'customer ' || i, 'c' || i || '@example.com', date '1980-01-01' + i FROM generate_series(1, 200) i;
+            INSERT INTO orders (customer_id, amount, note, payload, invoice)
+                SELECT 1 + i % 200, i * 1.25, CASE WHEN i % 7 = 0 THEN NULL ELSE 'note ✓ ' || i END,
+                       decode(md5(i::text), 'hex'), nextval('invoice_no')
+                FROM generate_series(1, 1500) i;
+            INSERT INTO "audit log" SELECT timestamptz '2026-01-01' + i * interval '1 minute',
+                jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i)) FROM generate_series(1, 50) i;
+        """)
+    connection.close()
+
+
+def drop_database(name: str) -> None:
+    execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    execute("postgres", sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg(provider_dir, tmp_path):
+    require_server("PostgreSQL", HOST, PORT)
+    require_tools("pg_dump", "pg_restore")
+    world = PgWorld(database=unique_name("karbor_pgt"))
+    world.created.append(world.database)
+    make_database(world.database)
+    options = {
+        "sources": [
+            {"name": "local", "host": HOST, "port": PORT, "user": "postgres", "databases": [world.database],
+             "projects": [OWNER_PROJECT]},
+            {"name": "whole-server", "host": HOST, "port": PORT, "user": "postgres", "projects": [OWNER_PROJECT]},
+            {"name": "nobody", "host": HOST, "port": PORT, "user": "postgres", "databases": ["postgres"]},
+            {"name": "bad-user", "host": HOST, "port": PORT, "user": "karbor_no_such_role",
+             "databases": [world.database], "projects": [OWNER_PROJECT]},
+        ],
+        "restore_targets": [
+            {"name": "scratch", "host": HOST, "port": PORT, "user": "postgres", "projects": [OWNER_PROJECT]},
+            {"name": "theirs", "host": HOST, "port": PORT, "user": "postgres", "projects": [STRANGER_PROJECT]},
+        ],
+    }
+    write_db_provider(provider_dir, tmp_path / "bank", PG, "postgresql", options)
+    yield world
+    for name in world.created:
+        drop_database(name)
+    leftovers = execute("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                        (world.database[:40] + "%_karbor_%",))
+    for (name,) in leftovers:
+        drop_database(name)
+
+
+def test_protect_then_restore_into_a_new_database_and_in_place(db, pg):
+    original = contents(pg.database)
+    checkpoint = protect(PG, pg.instance_id)
+    assert checkpoint.status == "available", checkpoint.status_reason
+    saved = checkpoint.saved_info[f"{PG}#{pg.instance_id}"]
+    assert saved["database"] == pg.database and saved["source"] == "local"
+    assert saved["server_version"].startswith(("1", "9"))
+    assert "postgres" in saved["roles"] and "plpgsql" in [e["name"] for e in saved["extensions"]]
+    rows = {t["name"]: t["rows"] for t in saved["tables"]}
+    assert rows == {"customers": 200, "orders": 1500, "audit log": 50}
+    assert saved["dump_bytes"] > 0 and saved["size_bytes"] > 0
+
+    # Change and drop data, then bring it back under a new name on a declared restore target.
+    execute(pg.database, "DELETE FROM orders WHERE id > 10; UPDATE customers SET name = 'changed'; "
+                         "DROP TABLE \"audit log\"; SELECT setval('invoice_no', 5)")
+    copy = pg.name("karbor_pgt_copy")
+    done = restore(checkpoint, PG, {"database": copy, "target": "scratch"})
+    assert done.status == "success", done.resources_reason
+    assert contents(copy) == original
+
+    # In place needs the explicit confirmation ...
+    refused = restore(checkpoint, PG)
+    assert refused.status == "fail" and "confirm_overwrite" in only_reason(refused)
+    assert execute(pg.database, "SELECT count(*) FROM orders") == [(10,)]
+    # ... and with it the database is replaced, row for row.
+    done = restore(checkpoint, PG, {"confirm_overwrite": True})
+    assert done.status == "success", done.resources_reason
+    assert contents(pg.database) == original
+
+
+def test_second_checkpoint_of_an_unchanged_database_stores_little_and_verify_reads_it(db, pg):
+    first = protect(PG, pg.instance_id)
+    second = protect(PG, pg.instance_id)
+    key = f"{PG}#{pg.instance_id}"
+    assert second.status == "available", second.status_reason
+    assert second.saved_info[key]["new_bytes"] < 0.2 * second.saved_info[key]["dump_bytes"]
+    verification = verify(first)
+    assert verification.status == "success", verification.resources_reason
+    details = verification.resources_status
+    assert details == {key: "available"}
+
+
+def test_verify_fails_when_the_dump_in_the_bank_is_damaged(db, pg):
+    checkpoint = protect(PG, pg.instance_id)
+    bank = bank_for_provider(get_registry().get(DB_PROVIDER_ID))
+    packs = sorted(p for p in Path(bank.backend.root).rglob("*") if p.is_file() and "pack" in p.as_posix())
+    assert packs
+    for pack in packs:
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        pack.write_bytes(bytes(data))
+    verification = verify(checkpoint)
+    assert verification.status != "success"
+    assert only_reason(verification)
+
+
+def test_listing_is_per_project_and_deny_by_default(db, pg, owner, stranger):
+    ids = {i.id for i in pg.plugin.list_instances(project_id=OWNER_PROJECT, parameters={})}
+    assert pg.instance_id in ids
+    whole = next(s for s in pg.plugin.sources if s.name == "whole-server")
+    assert pg.plugin.instance_id(whole, pg.database) in ids  # "all databases" lists it too
+    nobody = next(s for s in pg.plugin.sources if s.name == "nobody")
+    assert pg.plugin.instance_id(nobody, "postgres") not in ids  # a source without projects is nobody's
+    url = f"protectables/{PG}/instances/{pg.instance_id}"
+    shown = owner.client.get(owner.url(url))
+    assert shown.status_code == 200 and shown.json()["instance"]["name"] == f"local/{pg.database}"
+    assert "host" not in str(shown.json()["instance"]["extra_info"])
+    assert stranger.client.get(stranger.url(url)).status_code == 404
+    listed = stranger.client.get(stranger.url(f"protectables/{PG}/instances")).json()["instances"]
+    assert listed == []
+
+
+def test_undeclared_or_foreign_restore_target_fails_with_the_reason(db, pg):
+    checkpoint = protect(PG, pg.instance_id)
+    for target in ("nowhere", "theirs"):
+        done = restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never"), "target": target})
+        assert done.status == "fail"
+        assert f"restore target {target!r} is not a declared PostgreSQL server" in only_reason(done)
+    assert not execute("postgres", "SELECT 1 FROM pg_database WHERE datname = ANY(%s)", (pg.created[1:],))
+
+
+def test_restore_into_an_existing_database_needs_confirmation(db, pg):
+    checkpoint = protect(PG, pg.instance_id)
+    existing = pg.name("karbor_pgt_existing")
+    execute("postgres", sql.SQL("CREATE DATABASE {}").format(sql.Identifier(existing)))
+    execute(existing, "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1)")
+    done = restore(checkpoint, PG, {"database": existing, "target": "scratch"})
+    assert done.status == "fail" and "exists" in only_reason(done)
+    assert execute(existing, "SELECT x FROM keep_me") == [(1,)]
+
+
+def test_wrong_credentials_fail_the_resource_within_seconds(db, pg):
+    bad = next(s for s in pg.plugin.sources if s.name == "bad-user")
+    started = time.monotonic()
+    checkpoint = protect(PG, pg.plugin.instance_id(bad, pg.database))
+    assert time.monotonic() - started < 15
+    assert checkpoint.status == "error"
+    reason = only_reason(checkpoint)
+    assert "bad-user" in reason and "karbor_no_such_role" in reason
+
+
+def test_unreachable_whole_server_source_is_a_503_on_show_and_absent_from_lists(db, pg, provider_dir, tmp_path, owner):
+    options = {"sources": [{"name": "down", "host": HOST, "port": 1, "user": "postgres", "projects": ["*"]}]}
+    write_db_provider(provider_dir, tmp_path / "bank", PG, "postgresql", options)
+    plugin = get_registry().get(DB_PROVIDER_ID).plugins[PG]
+    assert plugin.list_instances(project_id=OWNER_PROJECT, parameters={}) == []
+    response = owner.client.get(owner.url(f"protectables/{PG}/instances/00000000-0000-4000-8000-000000000001"))
+    assert response.status_code == 503 and "down" in response.json()["serviceUnavailable"]["message"]
+
+
+def test_bad_operator_options_name_the_option():
+    with pytest.raises(ImproperlyConfigured, match=r"options.sources.0"):
+        PostgreSQLDatabasePlugin({"sources": [{"name": "x", "host": "h", "user": "u", "password": "inline"}]})
+    with pytest.raises(ImproperlyConfigured, match=r"options.sources.0.password_env"):
+        PostgreSQLDatabasePlugin({"sources": [{"name": "x", "host": "h", "user": "u", "password_env": "not a name"}]})
+    with pytest.raises(ImproperlyConfigured, match=r"options.restore_targets: duplicate name 'a'"):
+        PostgreSQLDatabasePlugin({"restore_targets": [{"name": "a", "host": "h", "user": "u"}] * 2})
