@@ -314,12 +314,14 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                             "no_owner: true"
                         )
                 cursor.execute(_create_database_sql(staging, saved))
-            cmd = [pg_restore, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={staging}"]
+            cmd = [pg_restore, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname=dbname={_conninfo_value(staging)}"]
             if no_owner:
                 cmd += ["--no-owner", "--no-privileges"]
             env = tool_env(server, staging)
             env.pop("PGDATABASE")
             try:
+                if "public" in (saved.get("schemas") or []):
+                    _drop_public_schema(server, staging)
                 (result,), fed = feed_tools(
                     [cmd], env, read_item(context, saved.get("dump_item") or f"{context.prefix}/{self.dump_item}"),
                     on_bytes=restore_progress(context, int(saved.get("dump_bytes") or 0)),
@@ -355,7 +357,11 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                     if attempt == 4:
                         raise
                     time.sleep(0.2)
-            cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(database)))
+            try:
+                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(database)))
+            except psycopg2.Error:
+                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(retired), sql.Identifier(database)))
+                raise
         _drop(admin, retired)
 
     # --- verify -----------------------------------------------------------------------
@@ -401,6 +407,21 @@ def _create_database_sql(name: str, saved: dict[str, Any]):
         if saved.get(key):
             statement += sql.SQL(" {} {}").format(sql.SQL(option), sql.Literal(saved[key]))
     return statement
+
+
+def _conninfo_value(value: str) -> str:
+    """A libpq connection-string value (a bare name containing '=' would be read as a connection string)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _drop_public_schema(server: Server, database: str) -> None:
+    """A dump limited by ``--schema public`` creates public itself; the fresh database already has it."""
+    fresh = connect(server, database, autocommit=True)
+    try:
+        with fresh.cursor() as cursor:
+            cursor.execute("DROP SCHEMA public")
+    finally:
+        fresh.close()
 
 
 def _terminate(cursor, database: str) -> None:

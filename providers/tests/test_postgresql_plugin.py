@@ -197,6 +197,12 @@ def test_verify_fails_when_the_dump_in_the_bank_is_damaged(db, pg):
     verification = verify(checkpoint)
     assert verification.status != "success"
     assert "cannot read the dump from the bank" in only_reason(verification)
+    # A restore in place that cannot read its dump leaves the existing database as it was.
+    execute(pg.database, "DELETE FROM orders WHERE id > 10")
+    failed = restore(checkpoint, PG, {"confirm_overwrite": True})
+    assert failed.status == "fail" and "cannot read the dump from the bank" in only_reason(failed)
+    assert execute(pg.database, "SELECT count(*) FROM orders") == [(10,)]
+    assert execute("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (pg.database + "_karbor_%",)) == []
 
 
 def test_listing_is_per_project_and_deny_by_default(db, pg, owner, stranger):
@@ -260,3 +266,30 @@ def test_bad_operator_options_name_the_option():
         PostgreSQLDatabasePlugin({"sources": [{"name": "x", "host": "h", "user": "u", "password_env": "not a name"}]})
     with pytest.raises(ImproperlyConfigured, match=r"options.restore_targets: duplicate name 'a'"):
         PostgreSQLDatabasePlugin({"restore_targets": [{"name": "a", "host": "h", "user": "u"}] * 2})
+
+
+def test_restore_target_field_may_name_a_declared_server_and_an_undeclared_one_is_a_400(db, pg):
+    from karbor_site.api.exceptions import InvalidInput
+
+    checkpoint = protect(PG, pg.instance_id)
+    with pytest.raises(InvalidInput, match="restore target 'elsewhere' is not a declared PostgreSQL server"):
+        restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never")}, target="elsewhere")
+    copy = pg.name("karbor_pgt_copy")
+    done = restore(checkpoint, PG, {"database": copy}, target="scratch")
+    assert done.status == "success", done.resources_reason
+    assert done.restore_target == "scratch"
+    assert execute(copy, "SELECT count(*) FROM orders") == [(1500,)]
+
+
+def test_schemas_option_dumps_only_those_schemas(db, pg):
+    execute(pg.database, "CREATE SCHEMA extra; CREATE TABLE extra.t (x int); INSERT INTO extra.t VALUES (1)")
+    key = f"{PG}#{pg.instance_id}"
+    only_public = protect(PG, pg.instance_id, parameters={PG: {"schemas": ["public"]}})
+    assert only_public.status == "available", only_public.status_reason
+    assert {t["schema"] for t in only_public.saved_info[key]["tables"]} == {"public"}
+    everything = protect(PG, pg.instance_id)
+    assert ("extra", "t") in {(t["schema"], t["name"]) for t in everything.saved_info[key]["tables"]}
+    copy = pg.name("karbor_pgt_copy")
+    done = restore(only_public, PG, {"database": copy})
+    assert done.status == "success", done.resources_reason
+    assert execute(copy, "SELECT count(*) FROM pg_namespace WHERE nspname = 'extra'") == [(0,)]
