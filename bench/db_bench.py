@@ -199,9 +199,9 @@ def main() -> int:
             return statistics.median(value[column] for value in results[label])
 
         print(f"\npgbench scale {args.scale}: database {sizes['database'] / 2**20:.0f} MiB; "
-              f"pg_dump -Fc file {sizes["pg_dump -Fc file"] / 2**20:.1f} MiB; -Z0 stream "
-              f"{sizes["dump -Z0 stream"] / 2**20:.1f} MiB; bank after the first checkpoint "
-              f"{sizes["bank stored (first)"] / 2**20:.1f} MiB (zstd + encrypted); {args.rounds} rounds, "
+              f"pg_dump -Fc file {sizes['pg_dump -Fc file'] / 2**20:.1f} MiB; -Z0 stream "
+              f"{sizes['dump -Z0 stream'] / 2**20:.1f} MiB; bank after the first checkpoint "
+              f"{sizes['bank stored (first)'] / 2**20:.1f} MiB (zstd + encrypted); {args.rounds} rounds, "
               f"medians; cpus={os.cpu_count()} (shared machine: noisy)")
         header = f"{'operation':10s} {'plugin+bank s':>14s} {'alone s':>9s} {'ratio':>6s} {'plugin cpu s':>13s} {'alone cpu s':>12s}"
         print(header)
