@@ -293,3 +293,10 @@ def test_schemas_option_dumps_only_those_schemas(db, pg):
     done = restore(only_public, PG, {"database": copy})
     assert done.status == "success", done.resources_reason
     assert execute(copy, "SELECT count(*) FROM pg_namespace WHERE nspname = 'extra'") == [(0,)]
+
+
+def test_a_failing_pg_dump_fails_the_resource_with_its_message_and_leaves_no_checkpoint(db, pg):
+    checkpoint = protect(PG, pg.instance_id, parameters={PG: {"schemas": ["no_such_schema"]}})
+    assert checkpoint.status == "error"
+    assert "pg_dump failed (exit status 1): pg_dump: error: no matching schemas were found" in only_reason(checkpoint)
+    assert not bank_for_provider(get_registry().get(DB_PROVIDER_ID)).manifest_exists(checkpoint.id)
