@@ -27,12 +27,12 @@ from typing import Any
 
 import pymysql
 
-from protection.bank import BankError, Progress
+from protection.bank import BankError
 from providers.constants import MYSQL_DATABASE
 from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.sqldump import (
     CONNECT_TIMEOUT_SECONDS, DatabaseDumpPlugin, DumpProcess, Server, SourceUnavailable, client_env, feed_tools,
-    find_tool, read_item, restore_progress, servers_config_schema, tool_failure,
+    find_tool, restore_progress, restore_schema_for, saved_info_schema_for, servers_config_schema, tool_failure,
 )
 
 IDENTIFIER_MAX = 64
@@ -90,59 +90,24 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
         },
         "additionalProperties": False,
     }
-    restore_schema = {
-        "title": "MySQL restore options",
-        "description": "Where a database is restored. Without parameters it goes back to its own name on its own "
-        "server, which exists, so confirm_overwrite is needed; name a new database to keep the existing one.",
-        "type": "object",
-        "properties": {
-            "database": {
-                "title": "Database name",
-                "description": "Name of the database to restore into; default: the protected database's name.",
-                "type": "string", "minLength": 1, "maxLength": IDENTIFIER_MAX,
-            },
-            "target": {
-                "title": "Target server",
-                "description": "Name of a restore target (or source) the operator declared; default: the original server.",
-                "type": "string", "minLength": 1,
-            },
-            "confirm_overwrite": {
-                "title": "Replace an existing database",
-                "description": "Required when the database exists (for example a restore in place): it is dropped and "
-                "recreated from the checkpoint.",
-                "type": "boolean", "default": False,
-            },
-        },
-        "additionalProperties": False,
-    }
-    saved_info_schema = {
-        "title": "Saved MySQL database information",
-        "description": "What a checkpoint records about a protected database.",
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "description": "Declared source the database was read from."},
-            "database": {"type": "string"},
-            "server_version": {"type": "string"},
+    restore_schema = restore_schema_for(
+        "MySQL", identifier_max=IDENTIFIER_MAX, confirm="It is dropped and recreated from the checkpoint.",
+    )
+    saved_info_schema = saved_info_schema_for(
+        "MySQL",
+        description="What a checkpoint records about a protected database; the dump is SQL text.",
+        properties={
             "size_bytes": {"type": "integer", "description": "Data and index bytes (information_schema.TABLES)."},
             "character_set": {"type": "string"},
             "collation": {"type": "string"},
-            "tables": {
-                "type": "array",
-                "description": "Every table dumped, with its row count.",
-                "items": {"type": "object", "properties": {"name": {"type": "string"}, "rows": {"type": "integer"}}},
-            },
             "views": {"type": "array", "items": {"type": "string"}},
             "sequences": {"type": "array", "items": {"type": "string"}},
             "routines": {"type": "integer"},
             "triggers": {"type": "integer"},
             "events": {"type": "integer"},
-            "dump_item": {"type": "string", "description": "Bank item holding the SQL dump."},
-            "dump_bytes": {"type": "integer"},
-            "new_bytes": {"type": "integer", "description": "Bytes of dump chunks the bank did not hold before."},
         },
-        "required": ["source", "database", "tables", "dump_item", "dump_bytes"],
-        "additionalProperties": True,
-    }
+        table_item={"name": {"type": "string"}},
+    )
 
     # --- protectable side -------------------------------------------------------------
     def server_databases(self, server: Server) -> list[str]:
@@ -175,7 +140,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
             dump = DumpProcess(cmd, env)
             estimate = sum(table.pop("bytes") for table in info["tables"])
             try:
-                item = self._store(context, dump, estimate, database, info)
+                self.store_dump(context, dump, estimate, info)
             finally:
                 counter.join()
             if "error" in counted:
@@ -184,29 +149,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
             raise PluginError(f"MySQL server {source.name!r}: {exc.args[-1] if exc.args else exc}") from None
         finally:
             connection.close()
-        info["dump_item"] = item.path
-        info["dump_bytes"] = item.size
         return info
-
-    def _store(self, context: ProtectContext, dump: DumpProcess, estimate: int, database: str, info: dict[str, Any]):
-        writer = context.writer
-        new_before = writer.stats.new_bytes
-
-        def progress(p: Progress) -> None:
-            if context.on_progress is not None:
-                context.on_progress(Progress(p.bytes_done, max(estimate, p.bytes_done), p.items_done, 1))
-
-        try:
-            item = writer.add_stream(
-                f"{context.prefix}/{self.dump_item}", dump.stdout, meta={"format": "sql", "database": database},
-                on_progress=progress,
-            )
-        except BaseException:
-            dump.kill()
-            raise
-        dump.finish()
-        info["new_bytes"] = writer.stats.new_bytes - new_before
-        return item
 
     @staticmethod
     def _describe(cursor, source: Server, database: str, excluded: list[str]) -> dict[str, Any]:
@@ -265,11 +208,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
                 cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
                 exists = cursor.fetchone() is not None
                 if exists and not confirm:
-                    what = "restoring in place replaces" if in_place else "the restore would replace"
-                    raise PluginError(
-                        f"database {database!r} exists on {server.name!r} and {what} it; set confirm_overwrite "
-                        "to true, or name a new database with the parameter database"
-                    )
+                    raise self.refuse_overwrite(server, database, in_place=in_place)
                 if exists:
                     cursor.execute(f"DROP DATABASE {quote(database)}")
                 create = f"CREATE DATABASE {quote(database)}"
@@ -282,7 +221,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
             cmd = [client, *args, f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}", "--batch", "--max-allowed-packet=1G", f"--database={database}"]
             try:
                 (result,), fed = feed_tools(
-                    [cmd], env, read_item(context, saved.get("dump_item") or f"{context.prefix}/{self.dump_item}"),
+                    [cmd], env, self.dump_chunks(context),
                     on_bytes=restore_progress(context, int(saved.get("dump_bytes") or 0)),
                 )
                 if result.returncode != 0:
@@ -296,9 +235,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
             raise PluginError(f"MySQL server {server.name!r}: {exc.args[-1] if exc.args else exc}") from None
         finally:
             admin.close()
-        if context.on_progress is not None:
-            context.on_progress(Progress(fed, fed, 1, 1))
-        return {"target": server.name, "database": database, "in_place": in_place, "replaced": exists, "bytes": fed}
+        return self.restored(context, server, database, in_place=in_place, replaced=exists, fed=fed)
 
     # --- verify -----------------------------------------------------------------------
     def verify(self, context: VerifyContext) -> dict[str, Any]:
@@ -309,7 +246,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
         carry = b""
         fed = 0
         try:
-            for chunk in read_item(context, saved.get("dump_item") or f"{context.prefix}/{self.dump_item}"):
+            for chunk in self.dump_chunks(context):
                 window = carry + chunk
                 found.update(m.group(1).replace(b"``", b"`").decode("utf-8", "replace") for m in _CREATE_TABLE.finditer(window))
                 carry = window[-_CARRY:]

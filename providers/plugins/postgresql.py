@@ -37,7 +37,7 @@ from providers.constants import POSTGRESQL_DATABASE
 from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.sqldump import (
     CONNECT_TIMEOUT_SECONDS, DatabaseDumpPlugin, DumpProcess, Server, SourceUnavailable, client_env, feed_tools,
-    find_tool, read_item, restore_progress, servers_config_schema, tool_failure,
+    find_tool, restore_progress, restore_schema_for, saved_info_schema_for, servers_config_schema, tool_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -121,28 +121,10 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         },
         "additionalProperties": False,
     }
-    restore_schema = {
-        "title": "PostgreSQL restore options",
-        "description": "Where a database is restored. Without parameters it goes back to its own name on its own "
-        "server, which exists, so confirm_overwrite is needed; name a new database to keep the existing one.",
-        "type": "object",
-        "properties": {
-            "database": {
-                "title": "Database name",
-                "description": "Name of the database to restore into; default: the protected database's name.",
-                "type": "string", "minLength": 1, "maxLength": IDENTIFIER_MAX,
-            },
-            "target": {
-                "title": "Target server",
-                "description": "Name of a restore target (or source) the operator declared; default: the original server.",
-                "type": "string", "minLength": 1,
-            },
-            "confirm_overwrite": {
-                "title": "Replace an existing database",
-                "description": "Required when the database exists (for example a restore in place). It is replaced only "
-                "after the whole dump was restored into a staging database.",
-                "type": "boolean", "default": False,
-            },
+    restore_schema = restore_schema_for(
+        "PostgreSQL", identifier_max=IDENTIFIER_MAX,
+        confirm="It is replaced only after the whole dump was restored into a staging database.",
+        extra={
             "no_owner": {
                 "title": "Skip ownership and privileges",
                 "description": "Restore without the original owners and grants (pg_restore --no-owner --no-privileges), "
@@ -150,16 +132,12 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                 "type": "boolean", "default": False,
             },
         },
-        "additionalProperties": False,
-    }
-    saved_info_schema = {
-        "title": "Saved PostgreSQL database information",
-        "description": "What a checkpoint records about a protected database, read in the dump's own snapshot.",
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "description": "Declared source the database was read from."},
-            "database": {"type": "string"},
-            "server_version": {"type": "string"},
+    )
+    saved_info_schema = saved_info_schema_for(
+        "PostgreSQL",
+        description="What a checkpoint records about a protected database, read in the dump's own snapshot; the dump "
+        "is a pg_dump custom-format archive.",
+        properties={
             "size_bytes": {"type": "integer", "description": "pg_database_size at protect time."},
             "encoding": {"type": "string"},
             "lc_collate": {"type": "string"},
@@ -169,22 +147,9 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                 "type": "array",
                 "items": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
             },
-            "tables": {
-                "type": "array",
-                "description": "Every table dumped, with its row count.",
-                "items": {
-                    "type": "object",
-                    "properties": {"schema": {"type": "string"}, "name": {"type": "string"}, "rows": {"type": "integer"}},
-                },
-            },
-            "dump_item": {"type": "string", "description": "Bank item holding the pg_dump custom-format archive."},
-            "dump_bytes": {"type": "integer"},
-            "new_bytes": {"type": "integer", "description": "Bytes of dump chunks the bank did not hold before."},
         },
-        "required": ["source", "database", "tables", "dump_item", "dump_bytes"],
-        "additionalProperties": True,
-    }
-
+        table_item={"schema": {"type": "string"}, "name": {"type": "string"}},
+    )
     config_schema = servers_config_schema(default_port)
 
     # --- protectable side -------------------------------------------------------------
@@ -219,7 +184,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
             counter.start()
             estimate = sum(table.pop("bytes") for table in info["tables"])
             try:
-                item = self._store(context, dump, estimate, info)
+                self.store_dump(context, dump, estimate, info)
             except BaseException:
                 connection.cancel()
                 raise
@@ -229,29 +194,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                 raise PluginError(f"cannot count the rows of {database!r}: {_reason(counted['error'])}")
         finally:
             connection.close()
-        info["dump_item"] = item.path
-        info["dump_bytes"] = item.size
         return info
-
-    def _store(self, context: ProtectContext, dump: DumpProcess, estimate: int, info: dict[str, Any]):
-        writer = context.writer
-        new_before = writer.stats.new_bytes
-
-        def progress(p: Progress) -> None:
-            if context.on_progress is not None:
-                context.on_progress(Progress(p.bytes_done, max(estimate, p.bytes_done), p.items_done, 1))
-
-        try:
-            item = writer.add_stream(
-                f"{context.prefix}/{self.dump_item}", dump.stdout,
-                meta={"format": "pg_dump custom", "database": info["database"]}, on_progress=progress,
-            )
-        except BaseException:
-            dump.kill()
-            raise
-        dump.finish()
-        info["new_bytes"] = writer.stats.new_bytes - new_before
-        return item
 
     def _describe(self, cursor, source: Server, database: str, schemas: list[str]) -> dict[str, Any]:
         cursor.execute("SHOW server_version")
@@ -299,11 +242,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 exists = cursor.fetchone() is not None
                 if exists and not confirm:
-                    what = "restoring in place replaces" if in_place else "the restore would replace"
-                    raise PluginError(
-                        f"database {database!r} exists on {server.name!r} and {what} it; set confirm_overwrite "
-                        "to true, or name a new database with the parameter database"
-                    )
+                    raise self.refuse_overwrite(server, database, in_place=in_place)
                 if not no_owner:
                     cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(saved.get("roles") or []),))
                     present = {row[0] for row in cursor.fetchall()}
@@ -323,7 +262,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                 if "public" in (saved.get("schemas") or []):
                     _drop_public_schema(server, staging)
                 (result,), fed = feed_tools(
-                    [cmd], env, read_item(context, saved.get("dump_item") or f"{context.prefix}/{self.dump_item}"),
+                    [cmd], env, self.dump_chunks(context),
                     on_bytes=restore_progress(context, int(saved.get("dump_bytes") or 0)),
                 )
                 if result.returncode != 0:
@@ -336,9 +275,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
             raise PluginError(f"PostgreSQL server {server.name!r}: {_reason(exc)}") from None
         finally:
             admin.close()
-        if context.on_progress is not None:
-            context.on_progress(Progress(fed, fed, 1, 1))
-        return {"target": server.name, "database": database, "in_place": in_place, "replaced": exists, "bytes": fed}
+        return self.restored(context, server, database, in_place=in_place, replaced=exists, fed=fed)
 
     @staticmethod
     def _swap(admin, staging: str, database: str, *, replace: bool) -> None:
@@ -372,7 +309,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         (toc, full), fed = feed_tools(
             [[pg_restore, "--list"], [pg_restore, "--file=/dev/null"]],
             client_env({}),
-            read_item(context, saved.get("dump_item") or f"{context.prefix}/{self.dump_item}"),
+            self.dump_chunks(context),
             on_bytes=restore_progress(context, expected_bytes),
             capture_stdout=True,
             read_all=True,

@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.api.exceptions import NotFound, ServiceUnavailable
 from protection.bank import BankError, Progress
-from providers.plugins.base import Instance, PluginError, ProtectablePlugin, RestoreContext
+from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,60 @@ def servers_config_schema(default_port: int) -> dict[str, Any]:
             },
         },
         "additionalProperties": False,
+    }
+
+
+def restore_schema_for(engine: str, *, identifier_max: int, confirm: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The restore parameters every database plugin takes (``database``, ``target``, ``confirm_overwrite``)."""
+    return {
+        "title": f"{engine} restore options",
+        "description": "Where a database is restored. Without parameters it goes back to its own name on its own "
+        "server, which exists, so confirm_overwrite is needed; name a new database to keep the existing one.",
+        "type": "object",
+        "properties": {
+            "database": {
+                "title": "Database name",
+                "description": "Name of the database to restore into; default: the protected database's name.",
+                "type": "string", "minLength": 1, "maxLength": identifier_max,
+            },
+            "target": {
+                "title": "Target server",
+                "description": "Name of a restore target (or source) the operator declared; default: the original server.",
+                "type": "string", "minLength": 1,
+            },
+            "confirm_overwrite": {
+                "title": "Replace an existing database",
+                "description": f"Required when the database exists (for example a restore in place). {confirm}",
+                "type": "boolean", "default": False,
+            },
+            **(extra or {}),
+        },
+        "additionalProperties": False,
+    }
+
+
+def saved_info_schema_for(engine: str, *, description: str, properties: dict[str, Any], table_item: dict[str, Any]) -> dict[str, Any]:
+    """The saved info every database plugin records, plus the engine's own ``properties``."""
+    return {
+        "title": f"Saved {engine} database information",
+        "description": description,
+        "type": "object",
+        "properties": {
+            "source": {"type": "string", "description": "Declared source the database was read from."},
+            "database": {"type": "string"},
+            "server_version": {"type": "string"},
+            **properties,
+            "tables": {
+                "type": "array",
+                "description": "Every table dumped, with its row count.",
+                "items": {"type": "object", "properties": {**table_item, "rows": {"type": "integer"}}},
+            },
+            "dump_item": {"type": "string", "description": "Bank item holding the dump."},
+            "dump_bytes": {"type": "integer"},
+            "new_bytes": {"type": "integer", "description": "Bytes of dump chunks the bank did not hold before."},
+        },
+        "required": ["source", "database", "tables", "dump_item", "dump_bytes"],
+        "additionalProperties": True,
     }
 
 
@@ -250,6 +304,52 @@ class DatabaseDumpPlugin(ProtectablePlugin):
             f"the original {self.engine} source {source_name!r} is no longer declared for this project; "
             "set the restore parameter target to a declared restore target"
         )
+
+    # --- shared steps of protect / restore / verify ---------------------------------------
+    def store_dump(self, context: ProtectContext, dump: DumpProcess, estimate: int, info: dict[str, Any]) -> None:
+        """Stream the dump tool's output into the writer; fills ``info`` with the item, its size and new bytes."""
+        writer = context.writer
+        new_before = writer.stats.new_bytes
+
+        def progress(p: Progress) -> None:
+            if context.on_progress is not None:
+                context.on_progress(Progress(p.bytes_done, max(estimate, p.bytes_done), p.items_done, 1))
+
+        try:
+            item = writer.add_stream(
+                f"{context.prefix}/{self.dump_item}", dump.stdout, meta={"engine": self.engine, "database": info["database"]},
+                on_progress=progress,
+            )
+        except BaseException:
+            dump.kill()
+            raise
+        dump.finish()
+        info["dump_item"] = item.path
+        info["dump_bytes"] = item.size
+        info["new_bytes"] = writer.stats.new_bytes - new_before
+
+    def dump_chunks(self, context: RestoreContext | VerifyContext) -> Iterator[bytes]:
+        """The stored dump of the resource, as authenticated chunks; PluginError when absent."""
+        name = (context.saved_info or {}).get("dump_item") or f"{context.prefix}/{self.dump_item}"
+        try:
+            return context.bank.open_item(context.checkpoint_id, name)
+        except BankError as exc:
+            raise PluginError(f"the checkpoint holds no readable dump for this database: {exc}") from None
+
+    @staticmethod
+    def refuse_overwrite(server: Server, database: str, *, in_place: bool) -> PluginError:
+        what = "restoring in place replaces" if in_place else "the restore would replace"
+        return PluginError(
+            f"database {database!r} exists on {server.name!r} and {what} it; set confirm_overwrite "
+            "to true, or name a new database with the parameter database"
+        )
+
+    @staticmethod
+    def restored(context: RestoreContext, server: Server, database: str, *, in_place: bool, replaced: bool,
+                 fed: int) -> dict[str, Any]:
+        if context.on_progress is not None:
+            context.on_progress(Progress(fed, fed, 1, 1))
+        return {"target": server.name, "database": database, "in_place": in_place, "replaced": replaced, "bytes": fed}
 
     def restore_plan(self, context: RestoreContext) -> tuple[Server, str, bool]:
         """(server, database name, whether that database is the protected one on its own server)."""
@@ -426,14 +526,6 @@ class _OutputReader:
     def result(self) -> bytes:
         self._thread.join()
         return b"".join(self._parts)
-
-
-def read_item(context, item_name: str) -> Iterator[bytes]:
-    """The stored dump of a resource as an iterator of authenticated chunks; PluginError when absent."""
-    try:
-        return context.bank.open_item(context.checkpoint_id, item_name)
-    except BankError as exc:
-        raise PluginError(f"the checkpoint holds no readable dump for this database: {exc}") from None
 
 
 def restore_progress(context, total: int) -> Callable[[int], None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from protection import flows, services
 from protection.banks import forget_banks
 from protection.models import Checkpoint
 from protection.verifications import verification_create, verification_run
-from providers.testing import OWNER_PROJECT, write_provider_file
+from providers.registry import get_registry
+from providers.testing import OWNER_PROJECT, STRANGER_PROJECT, write_provider_file
 from restores.flows import restore_run
 from restores.models import Restore
 from restores.services import restore_create
@@ -54,6 +56,49 @@ def write_db_provider(provider_dir: Path, bank: Path, resource_type: str, plugin
     )
     forget_banks()
     return DB_PROVIDER_ID
+
+
+@dataclass
+class DbWorld:
+    """A test database on a real server, the provider serving it, and every database a test created."""
+
+    resource_type: str
+    database: str
+    created: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.created.append(self.database)
+
+    @property
+    def plugin(self):
+        return get_registry().get(DB_PROVIDER_ID).plugins[self.resource_type]
+
+    def instance_id(self, source_name: str = "local") -> str:
+        source = next(s for s in self.plugin.sources if s.name == source_name)
+        return self.plugin.instance_id(source, self.database)
+
+    def name(self, prefix: str) -> str:
+        """A new database name, dropped at the end of the test."""
+        self.created.append(unique_name(prefix))
+        return self.created[-1]
+
+
+def server_options(database: str, server: dict[str, Any], bad_source: dict[str, Any]) -> dict[str, Any]:
+    """Plugin options: ``local`` (the database, owner's project), ``whole-server`` (every database), ``nobody``
+    (no projects), ``bad_source``, and restore targets ``scratch`` (owner's) and ``theirs`` (the stranger's)."""
+    owner = [OWNER_PROJECT]
+    return {
+        "sources": [
+            {"name": "local", **server, "databases": [database], "projects": owner},
+            {"name": "whole-server", **server, "projects": owner},
+            {"name": "nobody", **server, "databases": [database]},
+            {**server, **bad_source, "databases": [database], "projects": owner},
+        ],
+        "restore_targets": [
+            {"name": "scratch", **server, "projects": owner},
+            {"name": "theirs", **server, "projects": [STRANGER_PROJECT]},
+        ],
+    }
 
 
 def protect(resource_type: str, instance_id: str, *, name: str = "db", parameters: dict | None = None,
@@ -95,6 +140,6 @@ def db_settings(settings):
 
 
 __all__ = [
-    "DB_PROVIDER_ID", "db_settings", "only_reason", "protect", "require_server", "require_tools", "restore",
+    "DB_PROVIDER_ID", "DbWorld", "db_settings", "server_options", "only_reason", "protect", "require_server", "require_tools", "restore",
     "unique_name", "verify", "write_db_provider",
 ]

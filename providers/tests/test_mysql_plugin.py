@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
 import pytest
 
 from protection.banks import bank_for_provider
-from providers.plugins.mysql import MySQLDatabasePlugin, quote
+from providers.plugins.mysql import quote
 from providers.registry import get_registry
 from providers.tests.dbkit import (
-    DB_PROVIDER_ID, db_settings, only_reason, protect, require_server, require_tools, restore, unique_name, verify,
-    write_db_provider,
+    DB_PROVIDER_ID, DbWorld, db_settings, only_reason, protect, require_server, require_tools, restore, server_options, unique_name,
+    verify, write_db_provider,
 )
-from providers.testing import OWNER_PROJECT, STRANGER_PROJECT
+from providers.testing import OWNER_PROJECT
 
 MY = "MySQL::Database"
 HOST, PORT = "127.0.0.1", 3306
@@ -83,45 +82,14 @@ def make_database(name: str) -> None:
     connection.close()
 
 
-@dataclass
-class MyWorld:
-    database: str
-    created: list[str] = field(default_factory=list)
-
-    @property
-    def plugin(self) -> MySQLDatabasePlugin:
-        return get_registry().get(DB_PROVIDER_ID).plugins[MY]
-
-    def instance_id(self, source_name: str = "local") -> str:
-        source = next(s for s in self.plugin.sources if s.name == source_name)
-        return self.plugin.instance_id(source, self.database)
-
-    def name(self, prefix: str) -> str:
-        self.created.append(unique_name(prefix))
-        return self.created[-1]
-
-
 @pytest.fixture
 def my(provider_dir, tmp_path):
     require_server("MariaDB", HOST, PORT)
     require_tools("mariadb-dump", "mariadb")
-    world = MyWorld(database=unique_name("karbor_myt"))
-    world.created.append(world.database)
+    world = DbWorld(MY, unique_name("karbor_myt"))
     make_database(world.database)
-    options = {
-        "sources": [
-            {"name": "local", "host": HOST, "port": PORT, "user": "root", "databases": [world.database],
-             "projects": [OWNER_PROJECT]},
-            {"name": "whole-server", "host": HOST, "port": PORT, "user": "root", "projects": [OWNER_PROJECT]},
-            {"name": "nobody", "host": HOST, "port": PORT, "user": "root", "databases": [world.database]},
-            {"name": "bad-password", "host": HOST, "port": PORT, "user": "root", "password_env": "KARBOR_TEST_WRONG_PW",
-             "databases": [world.database], "projects": [OWNER_PROJECT]},
-        ],
-        "restore_targets": [
-            {"name": "scratch", "host": HOST, "port": PORT, "user": "root", "projects": [OWNER_PROJECT]},
-            {"name": "theirs", "host": HOST, "port": PORT, "user": "root", "projects": [STRANGER_PROJECT]},
-        ],
-    }
+    server = {"host": HOST, "port": PORT, "user": "root"}
+    options = server_options(world.database, server, {"name": "bad-password", "password_env": "KARBOR_TEST_WRONG_PW"})
     write_db_provider(provider_dir, tmp_path / "bank", MY, "mysql", options)
     yield world
     for name in world.created:

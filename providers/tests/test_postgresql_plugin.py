@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
 
 import psycopg2
 import pytest
@@ -14,10 +13,10 @@ from protection.banks import bank_for_provider
 from providers.plugins.postgresql import PostgreSQLDatabasePlugin
 from providers.registry import get_registry
 from providers.tests.dbkit import (
-    DB_PROVIDER_ID, db_settings, only_reason, protect, require_server, require_tools, restore, unique_name, verify,
-    write_db_provider,
+    DB_PROVIDER_ID, DbWorld, db_settings, only_reason, protect, require_server, require_tools, restore, server_options, unique_name,
+    verify, write_db_provider,
 )
-from providers.testing import OWNER_PROJECT, STRANGER_PROJECT
+from providers.testing import OWNER_PROJECT
 
 PG = "PostgreSQL::Database"
 HOST, PORT = "127.0.0.1", 5432
@@ -52,25 +51,6 @@ def contents(database: str) -> dict[str, list[tuple]]:
     found["extensions"] = execute(database, "SELECT extname FROM pg_extension ORDER BY 1")
     found["indexes"] = execute(database, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
     return found
-
-
-@dataclass
-class PgWorld:
-    database: str
-    created: list[str] = field(default_factory=list)
-
-    @property
-    def plugin(self) -> PostgreSQLDatabasePlugin:
-        return get_registry().get(DB_PROVIDER_ID).plugins[PG]
-
-    @property
-    def instance_id(self) -> str:
-        source = next(s for s in self.plugin.sources if s.name == "local")
-        return self.plugin.instance_id(source, self.database)
-
-    def name(self, prefix: str) -> str:
-        self.created.append(unique_name(prefix))
-        return self.created[-1]
 
 
 def has_pgcrypto() -> bool:
@@ -113,23 +93,10 @@ def drop_database(name: str) -> None:
 def pg(provider_dir, tmp_path):
     require_server("PostgreSQL", HOST, PORT)
     require_tools("pg_dump", "pg_restore")
-    world = PgWorld(database=unique_name("karbor_pgt"))
-    world.created.append(world.database)
+    world = DbWorld(PG, unique_name("karbor_pgt"))
     make_database(world.database)
-    options = {
-        "sources": [
-            {"name": "local", "host": HOST, "port": PORT, "user": "postgres", "databases": [world.database],
-             "projects": [OWNER_PROJECT]},
-            {"name": "whole-server", "host": HOST, "port": PORT, "user": "postgres", "projects": [OWNER_PROJECT]},
-            {"name": "nobody", "host": HOST, "port": PORT, "user": "postgres", "databases": ["postgres"]},
-            {"name": "bad-user", "host": HOST, "port": PORT, "user": "karbor_no_such_role",
-             "databases": [world.database], "projects": [OWNER_PROJECT]},
-        ],
-        "restore_targets": [
-            {"name": "scratch", "host": HOST, "port": PORT, "user": "postgres", "projects": [OWNER_PROJECT]},
-            {"name": "theirs", "host": HOST, "port": PORT, "user": "postgres", "projects": [STRANGER_PROJECT]},
-        ],
-    }
+    server = {"host": HOST, "port": PORT, "user": "postgres"}
+    options = server_options(world.database, server, {"name": "bad-user", "user": "karbor_no_such_role"})
     write_db_provider(provider_dir, tmp_path / "bank", PG, "postgresql", options)
     yield world
     for name in world.created:
@@ -142,9 +109,9 @@ def pg(provider_dir, tmp_path):
 
 def test_protect_then_restore_into_a_new_database_and_in_place(db, pg):
     original = contents(pg.database)
-    checkpoint = protect(PG, pg.instance_id)
+    checkpoint = protect(PG, pg.instance_id())
     assert checkpoint.status == "available", checkpoint.status_reason
-    saved = checkpoint.saved_info[f"{PG}#{pg.instance_id}"]
+    saved = checkpoint.saved_info[f"{PG}#{pg.instance_id()}"]
     assert saved["database"] == pg.database and saved["source"] == "local"
     assert saved["server_version"].startswith(("1", "9"))
     assert "postgres" in saved["roles"] and "plpgsql" in [e["name"] for e in saved["extensions"]]
@@ -173,9 +140,9 @@ def test_protect_then_restore_into_a_new_database_and_in_place(db, pg):
 def test_second_checkpoint_of_an_unchanged_database_stores_little_and_verify_reads_it(db, pg):
     # About 10 MB, several bank chunks: only the chunks around the dump's header may change.
     execute(pg.database, "CREATE TABLE bulk AS SELECT i, repeat(md5(i::text), 20) AS filler FROM generate_series(1, 15000) i")
-    first = protect(PG, pg.instance_id)
-    second = protect(PG, pg.instance_id)
-    key = f"{PG}#{pg.instance_id}"
+    first = protect(PG, pg.instance_id())
+    second = protect(PG, pg.instance_id())
+    key = f"{PG}#{pg.instance_id()}"
     assert second.status == "available", second.status_reason
     assert second.saved_info[key]["dump_bytes"] > 9_000_000
     assert second.saved_info[key]["new_bytes"] < 0.4 * second.saved_info[key]["dump_bytes"]
@@ -186,7 +153,7 @@ def test_second_checkpoint_of_an_unchanged_database_stores_little_and_verify_rea
 
 
 def test_verify_fails_when_the_dump_in_the_bank_is_damaged(db, pg):
-    checkpoint = protect(PG, pg.instance_id)
+    checkpoint = protect(PG, pg.instance_id())
     bank = bank_for_provider(get_registry().get(DB_PROVIDER_ID))
     packs = sorted(p for p in Path(bank.backend.root).rglob("*") if p.is_file() and "pack" in p.as_posix())
     assert packs
@@ -207,12 +174,12 @@ def test_verify_fails_when_the_dump_in_the_bank_is_damaged(db, pg):
 
 def test_listing_is_per_project_and_deny_by_default(db, pg, owner, stranger):
     ids = {i.id for i in pg.plugin.list_instances(project_id=OWNER_PROJECT, parameters={})}
-    assert pg.instance_id in ids
+    assert pg.instance_id() in ids
     whole = next(s for s in pg.plugin.sources if s.name == "whole-server")
     assert pg.plugin.instance_id(whole, pg.database) in ids  # "all databases" lists it too
     nobody = next(s for s in pg.plugin.sources if s.name == "nobody")
     assert pg.plugin.instance_id(nobody, "postgres") not in ids  # a source without projects is nobody's
-    url = f"protectables/{PG}/instances/{pg.instance_id}"
+    url = f"protectables/{PG}/instances/{pg.instance_id()}"
     shown = owner.client.get(owner.url(url))
     assert shown.status_code == 200 and shown.json()["instance"]["name"] == f"local/{pg.database}"
     assert "host" not in str(shown.json()["instance"]["extra_info"])
@@ -222,7 +189,7 @@ def test_listing_is_per_project_and_deny_by_default(db, pg, owner, stranger):
 
 
 def test_undeclared_or_foreign_restore_target_fails_with_the_reason(db, pg):
-    checkpoint = protect(PG, pg.instance_id)
+    checkpoint = protect(PG, pg.instance_id())
     for target in ("nowhere", "theirs"):
         done = restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never"), "target": target})
         assert done.status == "fail"
@@ -231,7 +198,7 @@ def test_undeclared_or_foreign_restore_target_fails_with_the_reason(db, pg):
 
 
 def test_restore_into_an_existing_database_needs_confirmation(db, pg):
-    checkpoint = protect(PG, pg.instance_id)
+    checkpoint = protect(PG, pg.instance_id())
     existing = pg.name("karbor_pgt_existing")
     execute("postgres", sql.SQL("CREATE DATABASE {}").format(sql.Identifier(existing)))
     execute(existing, "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1)")
@@ -271,7 +238,7 @@ def test_bad_operator_options_name_the_option():
 def test_restore_target_field_may_name_a_declared_server_and_an_undeclared_one_is_a_400(db, pg):
     from karbor_site.api.exceptions import InvalidInput
 
-    checkpoint = protect(PG, pg.instance_id)
+    checkpoint = protect(PG, pg.instance_id())
     with pytest.raises(InvalidInput, match="restore target 'elsewhere' is not a declared PostgreSQL server"):
         restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never")}, target="elsewhere")
     copy = pg.name("karbor_pgt_copy")
@@ -283,11 +250,11 @@ def test_restore_target_field_may_name_a_declared_server_and_an_undeclared_one_i
 
 def test_schemas_option_dumps_only_those_schemas(db, pg):
     execute(pg.database, "CREATE SCHEMA extra; CREATE TABLE extra.t (x int); INSERT INTO extra.t VALUES (1)")
-    key = f"{PG}#{pg.instance_id}"
-    only_public = protect(PG, pg.instance_id, parameters={PG: {"schemas": ["public"]}})
+    key = f"{PG}#{pg.instance_id()}"
+    only_public = protect(PG, pg.instance_id(), parameters={PG: {"schemas": ["public"]}})
     assert only_public.status == "available", only_public.status_reason
     assert {t["schema"] for t in only_public.saved_info[key]["tables"]} == {"public"}
-    everything = protect(PG, pg.instance_id)
+    everything = protect(PG, pg.instance_id())
     assert ("extra", "t") in {(t["schema"], t["name"]) for t in everything.saved_info[key]["tables"]}
     copy = pg.name("karbor_pgt_copy")
     done = restore(only_public, PG, {"database": copy})
@@ -296,7 +263,7 @@ def test_schemas_option_dumps_only_those_schemas(db, pg):
 
 
 def test_a_failing_pg_dump_fails_the_resource_with_its_message_and_leaves_no_checkpoint(db, pg):
-    checkpoint = protect(PG, pg.instance_id, parameters={PG: {"schemas": ["no_such_schema"]}})
+    checkpoint = protect(PG, pg.instance_id(), parameters={PG: {"schemas": ["no_such_schema"]}})
     assert checkpoint.status == "error"
     assert "pg_dump failed (exit status 1): pg_dump: error: no matching schemas were found" in only_reason(checkpoint)
     assert not bank_for_provider(get_registry().get(DB_PROVIDER_ID)).manifest_exists(checkpoint.id)
