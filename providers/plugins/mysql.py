@@ -74,6 +74,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
     default_port = 3306
     dump_item = "database.sql"
     system_databases = frozenset({"information_schema", "performance_schema", "mysql", "sys"})
+    reserved_databases = system_databases
     config_schema = servers_config_schema(default_port)
     options_schema = {
         "title": "MySQL backup options",
@@ -207,8 +208,9 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
             with admin.cursor() as cursor:
                 cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
                 exists = cursor.fetchone() is not None
-                if exists and not confirm:
-                    raise self.refuse_overwrite(server, database, in_place=in_place)
+                if exists:
+                    self.check_overwrite(project_id=context.project_id, server=server, database=database,
+                                         in_place=in_place, confirm=confirm)
                 if exists:
                     cursor.execute(f"DROP DATABASE {quote(database)}")
                 create = f"CREATE DATABASE {quote(database)}"

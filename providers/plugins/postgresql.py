@@ -106,6 +106,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
     default_port = 5432
     dump_item = "database.dump"
     system_databases = frozenset({"template0", "template1"})
+    reserved_databases = frozenset({"postgres", "template0", "template1"})
     options_schema = {
         "title": "PostgreSQL backup options",
         "description": "What pg_dump includes when a checkpoint is taken.",
@@ -241,8 +242,9 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
             with admin.cursor() as cursor:
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 exists = cursor.fetchone() is not None
-                if exists and not confirm:
-                    raise self.refuse_overwrite(server, database, in_place=in_place)
+                if exists:
+                    self.check_overwrite(project_id=context.project_id, server=server, database=database,
+                                         in_place=in_place, confirm=confirm)
                 if not no_owner:
                     cursor.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(saved.get("roles") or []),))
                     present = {row[0] for row in cursor.fetchall()}

@@ -203,6 +203,8 @@ class DatabaseDumpPlugin(ProtectablePlugin):
     engine: ClassVar[str] = ""
     dump_item: ClassVar[str] = "dump"
     system_databases: ClassVar[frozenset[str]] = frozenset()
+    # Never restored into, even with confirm_overwrite.
+    reserved_databases: ClassVar[frozenset[str]] = frozenset()
 
     def configure(self, options: dict[str, Any]) -> None:
         self.sources = _servers(options.get("sources", []), "sources", self.default_port)
@@ -336,12 +338,25 @@ class DatabaseDumpPlugin(ProtectablePlugin):
         except BankError as exc:
             raise PluginError(f"the checkpoint holds no readable dump for this database: {exc}") from None
 
-    @staticmethod
-    def refuse_overwrite(server: Server, database: str, *, in_place: bool) -> PluginError:
-        what = "restoring in place replaces" if in_place else "the restore would replace"
-        return PluginError(
-            f"database {database!r} exists on {server.name!r} and {what} it; set confirm_overwrite "
-            "to true, or name a new database with the parameter database"
+    def check_overwrite(self, *, project_id: str, server: Server, database: str, in_place: bool, confirm: bool) -> None:
+        """An existing database may be replaced only with confirm_overwrite, and only if it is one of the project's.
+
+        "The project's" means a source visible to the project, on the same host and port, offers it: a
+        restore target shared with other projects must not let one project replace another's database.
+        """
+        if not confirm:
+            what = "restoring in place replaces" if in_place else "the restore would replace"
+            raise PluginError(
+                f"database {database!r} exists on {server.name!r} and {what} it; set confirm_overwrite "
+                "to true, or name a new database with the parameter database"
+            )
+        for source in self.sources:
+            if (source.host, source.port) == (server.host, server.port) and source.visible_to(project_id):
+                if source.databases is None or database in source.databases:
+                    return
+        raise PluginError(
+            f"database {database!r} exists on {server.name!r} and is not a database of this project; "
+            "name a new database with the parameter database"
         )
 
     @staticmethod
@@ -365,6 +380,8 @@ class DatabaseDumpPlugin(ProtectablePlugin):
         database = params.get("database") or original_db
         if not database:
             raise PluginError("the checkpoint does not record the database name; set the restore parameter database")
+        if database in self.reserved_databases:
+            raise PluginError(f"{database!r} is a system database; name another database with the parameter database")
         in_place = server.name == saved.get("source") and database == original_db and server in self.sources
         return server, database, in_place
 

@@ -19,6 +19,7 @@ from protection import flows, services
 from protection.banks import forget_banks
 from protection.models import Checkpoint
 from protection.verifications import verification_create, verification_run
+from providers import registry
 from providers.registry import get_registry
 from providers.testing import OWNER_PROJECT, STRANGER_PROJECT, write_provider_file
 from restores.flows import restore_run
@@ -55,6 +56,7 @@ def write_db_provider(provider_dir: Path, bank: Path, resource_type: str, plugin
         },
     )
     forget_banks()
+    registry.clear()  # a test may rewrite the file after the registry was loaded
     return DB_PROVIDER_ID
 
 

@@ -155,6 +155,8 @@ def test_undeclared_restore_target_and_existing_database_fail_with_the_reason(db
         done = restore(checkpoint, MY, {"database": my.name("karbor_myt_never"), "target": target})
         assert done.status == "fail"
         assert f"restore target {target!r} is not a declared MySQL server" in only_reason(done)
+    done = restore(checkpoint, MY, {"database": "mysql", "target": "scratch", "confirm_overwrite": True})
+    assert done.status == "fail" and "'mysql' is a system database" in only_reason(done)
     existing = my.name("karbor_myt_existing")
     execute(f"CREATE DATABASE {quote(existing)}")
     execute("CREATE TABLE keep_me (x INT)", database=existing)

@@ -267,3 +267,22 @@ def test_a_failing_pg_dump_fails_the_resource_with_its_message_and_leaves_no_che
     assert checkpoint.status == "error"
     assert "pg_dump failed (exit status 1): pg_dump: error: no matching schemas were found" in only_reason(checkpoint)
     assert not bank_for_provider(get_registry().get(DB_PROVIDER_ID)).manifest_exists(checkpoint.id)
+
+
+def test_system_databases_and_other_projects_databases_are_never_replaced(db, pg, provider_dir, tmp_path):
+    checkpoint = protect(PG, pg.instance_id())
+    done = restore(checkpoint, PG, {"database": "postgres", "target": "scratch", "confirm_overwrite": True})
+    assert done.status == "fail" and "'postgres' is a system database" in only_reason(done)
+    # Without the whole-server source, a database on the shared target that is not the project's stays untouched.
+    server = {"host": HOST, "port": PORT, "user": "postgres"}
+    options = server_options(pg.database, server, {"name": "bad-user", "user": "karbor_no_such_role"})
+    options["sources"] = [s for s in options["sources"] if s["name"] != "whole-server"]
+    write_db_provider(provider_dir, tmp_path / "bank", PG, "postgresql", options)
+    foreign = pg.name("karbor_pgt_foreign")
+    execute("postgres", sql.SQL("CREATE DATABASE {}").format(sql.Identifier(foreign)))
+    execute(foreign, "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1)")
+    done = restore(checkpoint, PG, {"database": foreign, "target": "scratch", "confirm_overwrite": True})
+    assert done.status == "fail" and "is not a database of this project" in only_reason(done)
+    assert execute(foreign, "SELECT x FROM keep_me") == [(1,)]
+    # Its own database it may replace.
+    assert restore(checkpoint, PG, {"confirm_overwrite": True}).status == "success"
