@@ -87,13 +87,17 @@ WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LI
   AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
 ORDER BY 1, 2
 """
+# Roles the dump refers to: the database owner, owners of objects outside the system schemas, and grantees.
 _ROLES = """
+WITH user_ns AS (SELECT oid FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%%')
 SELECT rolname FROM pg_roles WHERE oid IN (
     SELECT datdba FROM pg_database WHERE datname = current_database()
-    UNION SELECT nspowner FROM pg_namespace UNION SELECT relowner FROM pg_class
-    UNION SELECT proowner FROM pg_proc UNION SELECT typowner FROM pg_type
-    UNION SELECT (aclexplode(relacl)).grantee FROM pg_class WHERE relacl IS NOT NULL
-    UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace WHERE nspacl IS NOT NULL
+    UNION SELECT nspowner FROM pg_namespace WHERE oid IN (SELECT oid FROM user_ns)
+    UNION SELECT relowner FROM pg_class WHERE relnamespace IN (SELECT oid FROM user_ns)
+    UNION SELECT proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM user_ns)
+    UNION SELECT typowner FROM pg_type WHERE typnamespace IN (SELECT oid FROM user_ns)
+    UNION SELECT (aclexplode(relacl)).grantee FROM pg_class WHERE relacl IS NOT NULL AND relnamespace IN (SELECT oid FROM user_ns)
+    UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace WHERE nspacl IS NOT NULL AND oid IN (SELECT oid FROM user_ns)
 ) ORDER BY 1
 """
 
@@ -141,6 +145,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         properties={
             "size_bytes": {"type": "integer", "description": "pg_database_size at protect time."},
             "encoding": {"type": "string"},
+            "owner": {"type": "string", "description": "Owner of the database (given back on restore unless no_owner)."},
             "lc_collate": {"type": "string"},
             "lc_ctype": {"type": "string"},
             "roles": {"type": "array", "items": {"type": "string"}, "description": "Roles owning objects or granted rights."},
@@ -201,10 +206,10 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         cursor.execute("SHOW server_version")
         version = cursor.fetchone()[0]
         cursor.execute(
-            "SELECT pg_database_size(current_database()), pg_encoding_to_char(encoding), datcollate, datctype "
-            "FROM pg_database WHERE datname = current_database()"
+            "SELECT pg_database_size(current_database()), pg_encoding_to_char(encoding), datcollate, datctype, "
+            "pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
         )
-        size, encoding, collate, ctype = cursor.fetchone()
+        size, encoding, collate, ctype, owner = cursor.fetchone()
         cursor.execute(_ROLES)
         roles = [row[0] for row in cursor.fetchall()]
         cursor.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1")
@@ -213,7 +218,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         tables = [{"schema": schema, "name": name, "rows": None, "bytes": nbytes} for schema, name, nbytes in cursor.fetchall()]
         return {
             "source": source.name, "database": database, "server_version": version, "size_bytes": size,
-            "encoding": encoding, "lc_collate": collate, "lc_ctype": ctype, "roles": roles,
+            "encoding": encoding, "lc_collate": collate, "lc_ctype": ctype, "owner": owner, "roles": roles,
             "extensions": extensions, "schemas": schemas, "tables": tables,
         }
 
@@ -254,7 +259,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
                             f"roles {', '.join(missing)} do not exist on {server.name!r}; create them, or restore with "
                             "no_owner: true"
                         )
-                cursor.execute(_create_database_sql(staging, saved))
+                cursor.execute(_create_database_sql(staging, saved, with_owner=not no_owner))
             cmd = [pg_restore, "--single-transaction", "--exit-on-error", "--no-password", f"--dbname=dbname={_conninfo_value(staging)}"]
             if no_owner:
                 cmd += ["--no-owner", "--no-privileges"]
@@ -340,8 +345,10 @@ def _staging_name(database: str, kind: str = "restore") -> str:
     return database[: IDENTIFIER_MAX - len(suffix)] + suffix
 
 
-def _create_database_sql(name: str, saved: dict[str, Any]):
+def _create_database_sql(name: str, saved: dict[str, Any], *, with_owner: bool):
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+    if with_owner and saved.get("owner"):
+        statement += sql.SQL(" OWNER {}").format(sql.Identifier(saved["owner"]))
     for option, key in (("ENCODING", "encoding"), ("LC_COLLATE", "lc_collate"), ("LC_CTYPE", "lc_ctype")):
         if saved.get(key):
             statement += sql.SQL(" {} {}").format(sql.SQL(option), sql.Literal(saved[key]))

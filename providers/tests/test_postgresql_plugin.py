@@ -286,3 +286,24 @@ def test_system_databases_and_other_projects_databases_are_never_replaced(db, pg
     assert execute(foreign, "SELECT x FROM keep_me") == [(1,)]
     # Its own database it may replace.
     assert restore(checkpoint, PG, {"confirm_overwrite": True}).status == "success"
+
+
+def test_missing_roles_are_named_and_no_owner_restores_without_them(db, pg):
+    role = unique_name("karbor_pgt_role")
+    execute("postgres", sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        execute(pg.database, sql.SQL("ALTER TABLE orders OWNER TO {}").format(sql.Identifier(role)))
+        checkpoint = protect(PG, pg.instance_id())
+        assert role in checkpoint.saved_info[f"{PG}#{pg.instance_id()}"]["roles"]
+        execute(pg.database, sql.SQL("REASSIGN OWNED BY {} TO postgres; DROP OWNED BY {}").format(
+            sql.Identifier(role), sql.Identifier(role)))
+        execute("postgres", sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        refused = restore(checkpoint, PG, {"database": pg.name("karbor_pgt_copy")})
+        assert refused.status == "fail" and f"roles {role} do not exist" in only_reason(refused)
+        copy = pg.name("karbor_pgt_copy")
+        done = restore(checkpoint, PG, {"database": copy, "no_owner": True})
+        assert done.status == "success", done.resources_reason
+        assert execute(copy, "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'") == [("postgres",)]
+        assert execute(copy, "SELECT count(*) FROM orders") == [(1500,)]
+    finally:
+        execute("postgres", sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
