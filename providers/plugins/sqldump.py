@@ -11,6 +11,7 @@ local disk or in memory. The password reaches the child process only through its
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import shutil
@@ -211,9 +212,9 @@ class DatabaseDumpPlugin(ProtectablePlugin):
         self.restore_targets = _servers(options.get("restore_targets", []), "restore_targets", self.default_port)
 
     # --- server specifics -------------------------------------------------------------
+    @abc.abstractmethod
     def server_databases(self, server: Server) -> list[str]:
-        """Every user database of ``server``; raises SourceUnavailable with the reason."""
-        raise PluginError(f"{self.describe()} cannot list databases")
+        """Every database of ``server``; raises SourceUnavailable with the reason."""
 
     # --- protectable side -------------------------------------------------------------
     def instance_id(self, source: Server, database: str) -> str:
