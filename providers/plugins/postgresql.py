@@ -24,6 +24,7 @@ Verify
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -52,6 +53,8 @@ def _reason(exc: Exception) -> str:
     for marker in ("FATAL:", "ERROR:"):
         if marker in text:
             return text[text.index(marker):].replace("  ", " ").splitlines()[0]
+    # Tenants read this reason: the declared source's name is shown instead of the host.
+    text = re.sub(r'^connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed: ', "", text)
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
