@@ -128,6 +128,7 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
         connection = connect(source, database)
         try:
             with connection.cursor() as cursor:
+                cursor.execute("SET SESSION lock_wait_timeout = 60")  # never wait a year on a metadata lock
                 cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 info = self._describe(cursor, source, database, excluded)
             counted: dict[str, Any] = {}

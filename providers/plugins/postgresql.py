@@ -180,6 +180,8 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         try:
             connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with connection.cursor() as cursor:
+                # A table locked by someone else must fail the count like it fails pg_dump, not hang it.
+                cursor.execute("SET LOCAL lock_timeout = '60s'")
                 cursor.execute("SELECT pg_export_snapshot()")
                 snapshot = cursor.fetchone()[0]
                 info = self._describe(cursor, source, database, schemas)
