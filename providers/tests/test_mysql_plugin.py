@@ -137,6 +137,11 @@ def test_verify_passes_then_fails_on_a_damaged_bank(db, my):
         pack.write_bytes(bytes(data))
     damaged = verify(checkpoint)
     assert damaged.status != "success" and "cannot read the dump from the bank" in only_reason(damaged)
+    # A new database whose load failed is removed again.
+    copy = my.name("karbor_myt_copy")
+    failed = restore(checkpoint, MY, {"database": copy})
+    assert failed.status == "fail" and "cannot read the dump from the bank" in only_reason(failed)
+    assert execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (copy,)) == []
 
 
 def test_instances_are_per_project_and_deny_by_default(db, my, owner, stranger):
