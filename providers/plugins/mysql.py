@@ -12,8 +12,9 @@ Protect
 Restore
     Into a new database (restore parameter ``database``) on the original source or a declared
     restore target (parameter ``target``); a database that exists (a restore in place, say) is
-    dropped and recreated only with ``confirm_overwrite: true``. The dump streams from the bank
-    into the ``mariadb`` / ``mysql`` client. A failed load of a *new* database drops it again.
+    replaced only with ``confirm_overwrite: true``, and only after the dump loaded completely into
+    a staging database. The dump streams from the bank into the ``mariadb`` / ``mysql`` client.
+    A failed load of a new database drops it again.
 
 Verify
     The dump is read back from the bank (every chunk authenticated); it must end with the
@@ -32,7 +33,7 @@ from providers.constants import MYSQL_DATABASE
 from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.sqldump import (
     CONNECT_TIMEOUT_SECONDS, DatabaseDumpPlugin, DumpProcess, Server, SourceUnavailable, client_env, feed_tools,
-    find_tool, restore_progress, restore_schema_for, saved_info_schema_for, servers_config_schema, tool_failure,
+    find_tool, restore_progress, restore_schema_for, staging_name, saved_info_schema_for, servers_config_schema, tool_failure,
 )
 
 IDENTIFIER_MAX = 64
@@ -56,6 +57,11 @@ def connect(server: Server, database: str | None = None):
         detail = exc.args[1] if len(exc.args) > 1 else str(exc)
         where = f" (database {database!r})" if database else ""
         raise SourceUnavailable(f"cannot connect to MySQL server {server.name!r}{where}: {detail}") from None
+
+
+def _execute(connection, statement: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
 
 
 def tool_args(server: Server) -> tuple[list[str], dict[str, str]]:
@@ -92,7 +98,8 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
         "additionalProperties": False,
     }
     restore_schema = restore_schema_for(
-        "MySQL", identifier_max=IDENTIFIER_MAX, confirm="It is dropped and recreated from the checkpoint.",
+        "MySQL", identifier_max=IDENTIFIER_MAX,
+        confirm="It is replaced only after the dump loaded completely into a staging database.",
     )
     saved_info_schema = saved_info_schema_for(
         "MySQL",
@@ -200,45 +207,63 @@ class MySQLDatabasePlugin(DatabaseDumpPlugin):
 
     # --- restore ----------------------------------------------------------------------
     def restore(self, context: RestoreContext) -> dict[str, Any]:
-        saved = context.saved_info or {}
+        """Load the dump into ``database``; an existing one is replaced only after a staging copy loaded completely.
+
+        MySQL cannot rename a database, so the dump is loaded twice when replacing: into a staging
+        database first (a dump that does not load leaves the existing database untouched), then,
+        after the existing database was dropped, into its name. The staging copy is dropped last.
+        """
         server, database, in_place = self.restore_plan(context)
         confirm = bool((context.parameters or {}).get("confirm_overwrite"))
-        client = find_tool("mariadb", "mysql")
         admin = connect(server)
         try:
             with admin.cursor() as cursor:
                 cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
                 exists = cursor.fetchone() is not None
-                if exists:
-                    self.check_overwrite(project_id=context.project_id, server=server, database=database,
-                                         in_place=in_place, confirm=confirm)
-                if exists:
-                    cursor.execute(f"DROP DATABASE {quote(database)}")
-                create = f"CREATE DATABASE {quote(database)}"
-                for clause, key in (("CHARACTER SET", "character_set"), ("COLLATE", "collation")):
-                    if re.fullmatch(r"\w+", str(saved.get(key) or "")):
-                        create += f" {clause} {saved[key]}"
-                cursor.execute(create)
-            args, env = tool_args(server)
-            # (mariadb-dump has no connect timeout option; the plugin's own connection checked the server just before.)
-            cmd = [client, *args, f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}", "--batch", "--max-allowed-packet=1G", f"--database={database}"]
-            try:
-                (result,), fed = feed_tools(
-                    [cmd], env, self.dump_chunks(context),
-                    on_bytes=restore_progress(context, int(saved.get("dump_bytes") or 0)),
-                )
-                if result.returncode != 0:
-                    raise PluginError(tool_failure(client, result.returncode, result.stderr))
-            except BaseException:
-                if not exists:  # a new database that did not load completely is removed again
-                    with admin.cursor() as cursor:
-                        cursor.execute(f"DROP DATABASE IF EXISTS {quote(database)}")
-                raise
+            if exists:
+                self.check_overwrite(project_id=context.project_id, server=server, database=database,
+                                     in_place=in_place, confirm=confirm)
+                staging = staging_name(database, IDENTIFIER_MAX)
+                self._load(admin, server, staging, context, drop_on_failure=True)
+                _execute(admin, f"DROP DATABASE {quote(database)}")
+                try:
+                    fed = self._load(admin, server, database, context, drop_on_failure=False)
+                except PluginError as exc:
+                    raise PluginError(f"{exc} (the checkpoint's data is complete in database {staging!r})") from None
+                _execute(admin, f"DROP DATABASE {quote(staging)}")
+            else:
+                fed = self._load(admin, server, database, context, drop_on_failure=True)
         except pymysql.Error as exc:
             raise PluginError(f"MySQL server {server.name!r}: {exc.args[-1] if exc.args else exc}") from None
         finally:
             admin.close()
         return self.restored(context, server, database, in_place=in_place, replaced=exists, fed=fed)
+
+    def _load(self, admin, server: Server, database: str, context: RestoreContext, *, drop_on_failure: bool) -> int:
+        """Create ``database`` and stream the dump into it through the client; returns the bytes fed."""
+        saved = context.saved_info or {}
+        client = find_tool("mariadb", "mysql")
+        create = f"CREATE DATABASE {quote(database)}"
+        for clause, key in (("CHARACTER SET", "character_set"), ("COLLATE", "collation")):
+            if re.fullmatch(r"\w+", str(saved.get(key) or "")):
+                create += f" {clause} {saved[key]}"
+        _execute(admin, create)
+        args, env = tool_args(server)
+        # (mariadb-dump has no connect timeout option; the plugin's own connection checked the server just before.)
+        cmd = [client, *args, f"--connect-timeout={CONNECT_TIMEOUT_SECONDS}", "--batch", "--max-allowed-packet=1G",
+               f"--database={database}"]
+        try:
+            (result,), fed = feed_tools(
+                [cmd], env, self.dump_chunks(context),
+                on_bytes=restore_progress(context, int(saved.get("dump_bytes") or 0)),
+            )
+            if result.returncode != 0:
+                raise PluginError(tool_failure(client, result.returncode, result.stderr))
+        except BaseException:
+            if drop_on_failure:
+                _execute(admin, f"DROP DATABASE IF EXISTS {quote(database)}")
+            raise
+        return fed
 
     # --- verify -----------------------------------------------------------------------
     def verify(self, context: VerifyContext) -> dict[str, Any]:

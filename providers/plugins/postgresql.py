@@ -27,7 +27,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from typing import Any
 
 import psycopg2
@@ -38,7 +37,7 @@ from providers.constants import POSTGRESQL_DATABASE
 from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.sqldump import (
     CONNECT_TIMEOUT_SECONDS, DatabaseDumpPlugin, DumpProcess, Server, SourceUnavailable, client_env, feed_tools,
-    find_tool, restore_progress, restore_schema_for, saved_info_schema_for, servers_config_schema, tool_failure,
+    find_tool, restore_progress, restore_schema_for, staging_name, saved_info_schema_for, servers_config_schema, tool_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -247,7 +246,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         no_owner = bool(params.get("no_owner"))
         pg_restore = find_tool("pg_restore")
         admin = connect(server, MAINTENANCE_DB, autocommit=True)
-        staging = _staging_name(database)
+        staging = staging_name(database, IDENTIFIER_MAX)
         try:
             with admin.cursor() as cursor:
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
@@ -296,7 +295,7 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
             if not replace:
                 cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(database)))
                 return
-            retired = _staging_name(database, "old")
+            retired = staging_name(database, IDENTIFIER_MAX, "old")
             for attempt in range(5):
                 _terminate(cursor, database)
                 try:
@@ -343,11 +342,6 @@ class PostgreSQLDatabasePlugin(DatabaseDumpPlugin):
         if context.on_progress is not None:
             context.on_progress(Progress(fed, fed, 1, 1))
         return {"bytes": fed, "tables": len(saved.get("tables") or []), "toc_entries": len(entries)}
-
-
-def _staging_name(database: str, kind: str = "restore") -> str:
-    suffix = f"_karbor_{kind}_{uuid.uuid4().hex[:8]}"
-    return database[: IDENTIFIER_MAX - len(suffix)] + suffix
 
 
 def _create_database_sql(name: str, saved: dict[str, Any], *, with_owner: bool):

@@ -387,6 +387,12 @@ class DatabaseDumpPlugin(ProtectablePlugin):
         return server, database, in_place
 
 
+def staging_name(database: str, limit: int, kind: str = "restore") -> str:
+    """A fresh database name next to ``database`` (within the server's identifier ``limit``)."""
+    suffix = f"_karbor_{kind}_{uuid.uuid4().hex[:8]}"
+    return database[: limit - len(suffix)] + suffix
+
+
 def client_env(extra: dict[str, str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "MYSQL"))}
     env.update(extra)

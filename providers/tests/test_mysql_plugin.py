@@ -92,7 +92,9 @@ def my(provider_dir, tmp_path):
     options = server_options(world.database, server, {"name": "bad-password", "password_env": "KARBOR_TEST_WRONG_PW"})
     write_db_provider(provider_dir, tmp_path / "bank", MY, "mysql", options)
     yield world
-    for name in world.created:
+    leftovers = execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
+                        (world.database + "%karbor%",))
+    for name in world.created + [row[0] for row in leftovers]:
         execute(f"DROP DATABASE IF EXISTS {quote(name)}")
 
 
@@ -142,6 +144,13 @@ def test_verify_passes_then_fails_on_a_damaged_bank(db, my):
     failed = restore(checkpoint, MY, {"database": copy})
     assert failed.status == "fail" and "cannot read the dump from the bank" in only_reason(failed)
     assert execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (copy,)) == []
+    # A replacement that cannot load leaves the existing database as it was, and no staging copy.
+    execute("DELETE FROM orders WHERE id > 10", database=my.database)
+    failed = restore(checkpoint, MY, {"confirm_overwrite": True})
+    assert failed.status == "fail" and "cannot read the dump from the bank" in only_reason(failed)
+    assert execute("SELECT COUNT(*) FROM orders", database=my.database) == [(10,)]
+    assert execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
+                   (my.database + "%karbor%",)) == []
 
 
 def test_instances_are_per_project_and_deny_by_default(db, my, owner, stranger):
