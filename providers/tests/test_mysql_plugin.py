@@ -187,3 +187,16 @@ def test_wrong_password_fails_the_resource_within_seconds(db, my, monkeypatch):
     assert checkpoint.status == "error"
     reason = only_reason(checkpoint)
     assert "bad-password" in reason and "Access denied" in reason
+
+
+def test_exclude_tables_leaves_them_out_of_the_dump_and_the_restore(db, my):
+    checkpoint = protect(MY, my.instance_id(), parameters={MY: {"exclude_tables": "audit log"}})
+    assert checkpoint.status == "available", checkpoint.status_reason
+    saved = checkpoint.saved_info[f"{MY}#{my.instance_id()}"]
+    assert [t["name"] for t in saved["tables"]] == ["customers", "orders"]
+    copy = my.name("karbor_myt_copy")
+    done = restore(checkpoint, MY, {"database": copy})
+    assert done.status == "success", done.resources_reason
+    tables = {row[0] for row in execute("SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'", database=copy)}
+    assert tables == {"customers", "orders"}
+    assert verify(checkpoint).status == "success"
