@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Protect and restore of a pgbench database: the PostgreSQL plugin + bank vs pg_dump / pg_restore alone.
 
-    .venv/bin/python bench/db_bench.py [--scale 40] [--rounds 3] [--host 127.0.0.1 --port 5432 --user postgres]
+    .venv/bin/python bench/db_bench.py [--scale 40] [--rounds 3] [--hex-filler] [--host 127.0.0.1 --port 5432 --user postgres]
 
-Creates ``pgbench -i -s SCALE`` (scale 40: 4 M accounts, about 600 MB) in a fresh database, then
+Creates ``pgbench -i -s SCALE`` (scale 40: 4 M accounts, about 600 MB) in a fresh database (pgbench's
+``filler`` columns are blanks, which compress to almost nothing; ``--hex-filler`` fills them with hex
+digits so that compression has real work to do), then
 runs ROUNDS interleaved rounds (the order of the two sides alternates) of:
 
 * plugin protect: ``PostgreSQLDatabasePlugin.protect`` into a fresh encrypted local bank, in
@@ -100,6 +102,8 @@ def main() -> int:
     p.add_argument("--user", default="postgres", help="a role that may create databases (trust or PGPASSWORD)")
     p.add_argument("--workdir", default=None, help="banks and dump files; default: a new directory under /tmp")
     p.add_argument("--workers", type=int, default=0, help="bank threads (0: the bank's default)")
+    p.add_argument("--hex-filler", action="store_true",
+                   help="replace pgbench's blank filler by hex digits (less compressible: more work for zlib and zstd)")
     args = p.parse_args()
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="db-bench-", dir="/tmp")
@@ -129,6 +133,9 @@ def main() -> int:
         print(f"pgbench -i -s {args.scale} into {database} ...", flush=True)
         run(["createdb", database], env)
         run(["pgbench", "-i", "-q", "-s", str(args.scale), database], env)
+        if args.hex_filler:
+            psql(args, database, "UPDATE pgbench_accounts SET filler = md5(aid::text) || md5((aid * 7)::text)")
+            run(["vacuumdb", "--full", database], env)
         run(["vacuumdb", "--analyze", database], env)
         sizes["database"] = int(psql(args, database, "SELECT pg_database_size(current_database())"))
         expected_accounts = 100_000 * args.scale
@@ -198,7 +205,7 @@ def main() -> int:
         def median(label: str, column: int) -> float:
             return statistics.median(value[column] for value in results[label])
 
-        print(f"\npgbench scale {args.scale}: database {sizes['database'] / 2**20:.0f} MiB; "
+        print(f"\npgbench scale {args.scale}{' (hex filler)' if args.hex_filler else ''}: database {sizes['database'] / 2**20:.0f} MiB; "
               f"pg_dump -Fc file {sizes['pg_dump -Fc file'] / 2**20:.1f} MiB; -Z0 stream "
               f"{sizes['dump -Z0 stream'] / 2**20:.1f} MiB; bank after the first checkpoint "
               f"{sizes['bank stored (first)'] / 2**20:.1f} MiB (zstd + encrypted); {args.rounds} rounds, "
