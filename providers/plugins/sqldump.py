@@ -35,7 +35,6 @@ INSTANCE_NAMESPACE = uuid.UUID("5d1c0e2a-7b4f-5c39-9a0e-6b6172626f72")
 ALL_PROJECTS = "*"
 CONNECT_TIMEOUT_SECONDS = 5
 STDERR_KEPT_BYTES = 16 * 1024
-PIPE_CHUNK = 1 << 20
 
 
 class SourceUnavailable(PluginError, ServiceUnavailable):
