@@ -165,9 +165,15 @@ class Server:
         return ALL_PROJECTS in self.projects or project_id in self.projects
 
     def password(self) -> str | None:
+        """The password from the environment; SourceUnavailable naming the variable when it is not set."""
         if not self.password_env:
             return None
-        return os.environ.get(self.password_env)
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise SourceUnavailable(
+                f"the password of server {self.name!r} is not available: environment variable {self.password_env} is not set"
+            )
+        return value
 
 
 def _servers(raw_entries: list[dict[str, Any]], field: str, default_port: int) -> tuple[Server, ...]:

@@ -180,6 +180,10 @@ def test_undeclared_restore_target_and_existing_database_fail_with_the_reason(db
 
 
 def test_wrong_password_fails_the_resource_within_seconds(db, my, monkeypatch):
+    monkeypatch.delenv("KARBOR_TEST_WRONG_PW", raising=False)
+    unset = protect(MY, my.instance_id("bad-password"))
+    assert unset.status == "error"
+    assert "environment variable KARBOR_TEST_WRONG_PW is not set" in only_reason(unset)
     monkeypatch.setenv("KARBOR_TEST_WRONG_PW", "certainly-not-the-password")
     started = time.monotonic()
     checkpoint = protect(MY, my.instance_id("bad-password"))
