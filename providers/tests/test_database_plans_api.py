@@ -11,6 +11,8 @@ import pytest
 
 from protection import flows, tasks
 from protection.banks import forget_banks
+from protection.tasks import verification_run_task
+from protection.verifications import verification_run
 from providers.testing import OWNER_PROJECT, write_provider_file
 from providers.tests import test_mysql_plugin as my_kit
 from providers.tests import test_postgresql_plugin as pg_kit
@@ -91,6 +93,18 @@ def test_one_checkpoint_protects_and_restores_a_directory_and_two_databases(
     flows.checkpoint_protect_run(checkpoint_id=sent[0], worker="test-worker:1")
     checkpoint = owner.client.get(owner.url(f"providers/{PROVIDER_ID}/checkpoints/{sent[0]}")).json()["checkpoint"]
     assert checkpoint["status"] == "available", checkpoint
+
+    # Verify through the API: every resource's data is read back and checked by its plugin.
+    verifying: list[str] = []
+    monkeypatch.setattr(verification_run_task, "delay", lambda verification_id: verifying.append(verification_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.client.post(owner.url("verifications"), {"verification": {
+            "provider_id": PROVIDER_ID, "checkpoint_id": sent[0], "parameters": {}}}, format="json")
+    assert response.status_code == 200, response.content
+    verification_run(verification_id=verifying[0], worker="test-worker:1")
+    verified = owner.client.get(owner.url(f"verifications/{verifying[0]}")).json()["verification"]
+    assert verified["status"] == "success", verified
+    assert set(verified["resources_status"].values()) == {"available"} and len(verified["resources_status"]) == 3
     graph = str(checkpoint["resource_graph"])
     assert all(r["id"] in graph for r in resources), graph
 
