@@ -17,6 +17,8 @@ ENTRY_POINT_GROUP = "karbor.plugins"
 
 _SHORT_NAMES: dict[str, str] = {
     "filesystem": "providers.plugins.filesystem.FilesystemDirectoryPlugin",
+    "postgresql": "providers.plugins.postgresql.PostgreSQLDatabasePlugin",
+    "mysql": "providers.plugins.mysql.MySQLDatabasePlugin",
 }
 
 __all__ = ["ENTRY_POINT_GROUP", "Instance", "ProtectablePlugin", "register_plugin", "registered_plugins", "resolve_plugin"]
