@@ -17,6 +17,8 @@ ENTRY_POINT_GROUP = "karbor.plugins"
 
 _SHORT_NAMES: dict[str, str] = {
     "filesystem": "providers.plugins.filesystem.FilesystemDirectoryPlugin",
+    "redis": "providers.plugins.redis_db.RedisDatabasePlugin",
+    "s3_bucket": "providers.plugins.s3_bucket.S3BucketPlugin",
 }
 
 __all__ = ["ENTRY_POINT_GROUP", "Instance", "ProtectablePlugin", "register_plugin", "registered_plugins", "resolve_plugin"]
