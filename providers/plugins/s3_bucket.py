@@ -41,7 +41,14 @@ from urllib.parse import urlencode
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from protection.bank import BankError, Item, Progress
 from protection.bank.reader import fetch_ordered
@@ -355,7 +362,13 @@ def _reason(entry: Declared, exc: Exception) -> str:
         if code in ("NoSuchBucket", "404"):
             return f"S3 {entry.name}: bucket {entry.get('bucket')} does not exist"
         return f"S3 {entry.name}: {code} {error.get('Message', '')}".strip()
-    return f"S3 {entry.name}: cannot reach the endpoint: {exc}"
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return f"S3 {entry.name}: cannot reach the endpoint: {exc}"
+    if isinstance(exc, ReadTimeoutError):
+        return f"S3 {entry.name}: the endpoint did not answer in time: {exc}"
+    if isinstance(exc, NoCredentialsError):
+        return f"S3 {entry.name}: no credentials (declare access_key_env and secret_key_env)"
+    return f"S3 {entry.name}: {exc}"
 
 
 def _list_objects(client, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
