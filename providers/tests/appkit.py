@@ -115,3 +115,16 @@ def start_redis_server(tmp_path: Path, password: str = "s3cret-pw") -> RedisServ
     process.kill()
     unavailable("redis-server did not start within 10 s")
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A moto S3 server process for the module (skips locally, fails under CI=true when it cannot start)."""
+    from protection.tests.bank.s3server import S3ServerUnavailable, start_moto_server
+
+    try:
+        server = start_moto_server()
+    except S3ServerUnavailable as exc:
+        unavailable(f"S3 server unavailable: {exc}")
+    yield server
+    server.stop()

@@ -11,25 +11,18 @@ from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.api.exceptions import InvalidInput
 from karbor_site.testing.servers import free_port
-from protection.tests.bank.s3server import ACCESS_KEY, REGION, SECRET_KEY, S3ServerUnavailable, start_moto_server
+from protection.tests.bank.s3server import ACCESS_KEY, REGION, SECRET_KEY
 from providers.plugins.s3_bucket import S3BucketPlugin
 from providers.tests import appkit
 from providers.testing import OWNER_PROJECT, STRANGER_PROJECT
+
+# The shared fixture: a moto S3 server process for the module.
+s3_server = appkit.s3_server
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db]
 
 S3 = "S3::Bucket"
 BIG = 9 * 1024 * 1024 + 12345  # above the 8 MiB part size: a multipart upload on restore
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    try:
-        server = start_moto_server()
-    except S3ServerUnavailable as exc:
-        appkit.unavailable(f"S3 server unavailable: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
