@@ -8,13 +8,14 @@ one fails that operation with the variable named instead of stopping the whole p
 """
 from __future__ import annotations
 
+import abc
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-from providers.plugins.base import PluginError
+from providers.plugins.base import Instance, PluginError, ProtectablePlugin
 
 ALL_PROJECTS = "*"
 # Fixed namespace: instance ids must not change across restarts, hosts or releases.
@@ -89,3 +90,65 @@ def restore_target_named(targets: tuple[Declared, ...], name: str, *, project_id
     listed = ", ".join(allowed) if allowed else "none are declared for this project"
     raise PluginError(f"{kind} restore target {name!r} is not declared for this project; allowed: {listed}")
 
+
+
+def declared_config_schema(endpoint_schema: dict[str, Any]) -> dict[str, Any]:
+    """The operator's options of an endpoint plugin: ``sources`` and ``restore_targets`` lists of one shape."""
+    return {
+        "type": "object",
+        "properties": {
+            "sources": {"type": "array", "items": endpoint_schema},
+            "restore_targets": {"type": "array", "items": endpoint_schema},
+        },
+        "additionalProperties": False,
+    }
+
+
+class DeclaredEndpointPlugin(ProtectablePlugin):
+    """A plugin whose instances are the operator's declared sources, one instance per source.
+
+    Subclasses name what identifies a source's data (``identity``); the instance id is its UUID5.
+    Listing never contacts a server: it is instant and does not reveal whether a host is up.
+    """
+
+    kind: ClassVar[str] = ""  # "Redis", "S3": how messages name the server type
+
+    def configure(self, options: dict[str, Any]) -> None:
+        self.sources = parse_declared(options, "sources")
+        self.restore_targets = parse_declared(options, "restore_targets")
+
+    @abc.abstractmethod
+    def identity(self, source: Declared) -> tuple:
+        """What identifies the data of ``source`` (host, port, db; endpoint, bucket, prefix)."""
+
+    def extra_info(self, source: Declared) -> dict[str, Any]:
+        return {"source": source.name}
+
+    def instance_of(self, source: Declared) -> Instance:
+        return Instance(id=endpoint_id(*self.identity(source)), type=self.resource_type, name=source.name,
+                        extra_info=self.extra_info(source))
+
+    def list_instances(self, *, project_id: str, parameters: dict[str, Any] | None = None) -> list[Instance]:
+        found: dict[str, Instance] = {}
+        for source in self.sources:
+            if source.visible_to(project_id):
+                instance = self.instance_of(source)
+                found.setdefault(instance.id, instance)
+        return list(found.values())
+
+    def source_of(self, project_id: str, resource: Instance) -> Declared:
+        """The declared source behind ``resource`` if ``project_id`` may still use it; PluginError otherwise."""
+        for source in self.sources:
+            if source.visible_to(project_id) and self.instance_of(source).id == resource.id:
+                return source
+        raise PluginError(
+            f"{self.resource_type} {resource.name or resource.id} is not declared for this project "
+            "(the operator removed or hid its source)"
+        )
+
+    def destination(self, project_id: str, resource: Instance, parameters: dict[str, Any]) -> Declared:
+        """Where a restore writes: the restore target named by ``parameters['target']``, else the source."""
+        if parameters.get("target"):
+            return restore_target_named(self.restore_targets, str(parameters["target"]), project_id=project_id,
+                                        kind=self.kind)
+        return self.source_of(project_id, resource)

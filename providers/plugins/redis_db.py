@@ -54,15 +54,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 from protection.bank import BankError, Progress
 from providers.constants import REDIS_DATABASE
-from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
+from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.declared import (
     ENV_NAME_SCHEMA,
     NAME_SCHEMA,
     PROJECTS_SCHEMA,
     Declared,
-    endpoint_id,
-    parse_declared,
-    restore_target_named,
+    DeclaredEndpointPlugin,
+    declared_config_schema,
     secret,
 )
 
@@ -101,10 +100,11 @@ _ENDPOINT_SCHEMA: dict[str, Any] = {
 }
 
 
-class RedisDatabasePlugin(ProtectablePlugin):
+class RedisDatabasePlugin(DeclaredEndpointPlugin):
     """Protects logical databases of declared Redis servers with SCAN + DUMP/PTTL, restores with RESTORE."""
 
     resource_type = REDIS_DATABASE
+    kind = "Redis"
     options_schema = {
         "title": "Redis backup options",
         "description": "How a Redis database is copied when a checkpoint is taken.",
@@ -179,54 +179,25 @@ class RedisDatabasePlugin(ProtectablePlugin):
         "required": ["keys", "types", "redis_version", "db"],
         "additionalProperties": True,
     }
-    config_schema = {
-        "type": "object",
-        "properties": {
-            "sources": {"type": "array", "items": _ENDPOINT_SCHEMA},
-            "restore_targets": {"type": "array", "items": _ENDPOINT_SCHEMA},
-        },
-        "additionalProperties": False,
-    }
+    config_schema = declared_config_schema(_ENDPOINT_SCHEMA)
 
     def configure(self, options: dict[str, Any]) -> None:
-        self.sources = parse_declared(options, "sources")
-        self.restore_targets = parse_declared(options, "restore_targets")
+        super().configure(options)
         for key, entries in (("sources", self.sources), ("restore_targets", self.restore_targets)):
             for index, entry in enumerate(entries):
                 if entry.get("tls_ca_file") and not entry.get("tls"):
                     raise ImproperlyConfigured(f"options.{key}.{index}.tls_ca_file: needs tls: true")
 
     # --- protectable side -------------------------------------------------------------
-    def list_instances(self, *, project_id: str, parameters: dict[str, Any] | None = None) -> list[Instance]:
-        # The servers are not contacted: listing must be instant and cannot leak whether a host is up.
-        found: dict[str, Instance] = {}
-        for source in self.sources:
-            if source.visible_to(project_id):
-                instance = self._instance(source)
-                found.setdefault(instance.id, instance)
-        return list(found.values())
+    def identity(self, source: Declared) -> tuple:
+        return ("redis", source.get("host"), int(source.get("port", 6379)), int(source.get("db", 0)))
 
-    def _instance(self, source: Declared) -> Instance:
-        db = int(source.get("db", 0))
-        return Instance(
-            id=endpoint_id("redis", source.get("host"), int(source.get("port", 6379)), db),
-            type=self.resource_type,
-            name=source.name,
-            extra_info={"source": source.name, "db": db},
-        )
-
-    def _source_of(self, project_id: str, resource: Instance) -> Declared:
-        for source in self.sources:
-            if source.visible_to(project_id) and self._instance(source).id == resource.id:
-                return source
-        raise PluginError(
-            f"Redis database {resource.name or resource.id} is not declared for this project "
-            "(the operator removed or hid its source)"
-        )
+    def extra_info(self, source: Declared) -> dict[str, Any]:
+        return {"source": source.name, "db": int(source.get("db", 0))}
 
     # --- protect ----------------------------------------------------------------------
     def protect(self, context: ProtectContext) -> dict[str, Any]:
-        source = self._source_of(context.project_id, context.resource)
+        source = self.source_of(context.project_id, context.resource)
         client = _connect(source)
         match = context.parameters.get("match") or "*"
         try:
@@ -277,12 +248,7 @@ class RedisDatabasePlugin(ProtectablePlugin):
             raise PluginError("parameter ttl must be 'relative' or 'absolute'")
         if flush and not confirm:
             raise PluginError("flush empties the destination database: it needs confirm_overwrite: true")
-        if params.get("target"):
-            destination = restore_target_named(
-                self.restore_targets, str(params["target"]), project_id=context.project_id, kind="Redis"
-            )
-        else:
-            destination = self._source_of(context.project_id, context.resource)
+        destination = self.destination(context.project_id, context.resource, params)
         where = f"database {int(destination.get('db', 0))} of {destination.name}"
         client = _connect(destination)
         try:

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
@@ -53,15 +54,14 @@ from botocore.exceptions import (
 from protection.bank import BankError, Item, Progress
 from protection.bank.reader import fetch_ordered
 from providers.constants import S3_BUCKET
-from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
+from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
 from providers.plugins.declared import (
     ENV_NAME_SCHEMA,
     NAME_SCHEMA,
     PROJECTS_SCHEMA,
     Declared,
-    endpoint_id,
-    parse_declared,
-    restore_target_named,
+    DeclaredEndpointPlugin,
+    declared_config_schema,
     secret,
 )
 
@@ -94,10 +94,11 @@ _ENDPOINT_SCHEMA: dict[str, Any] = {
 }
 
 
-class S3BucketPlugin(ProtectablePlugin):
+class S3BucketPlugin(DeclaredEndpointPlugin):
     """Protects the objects of declared S3 buckets (incrementally, by ETag and size)."""
 
     resource_type = S3_BUCKET
+    kind = "S3"
     options_schema = {
         "title": "S3 bucket backup options",
         "description": "How the objects of a bucket are copied.",
@@ -154,49 +155,14 @@ class S3BucketPlugin(ProtectablePlugin):
         "required": ["objects", "bytes", "bucket"],
         "additionalProperties": True,
     }
-    config_schema = {
-        "type": "object",
-        "properties": {
-            "sources": {"type": "array", "items": _ENDPOINT_SCHEMA},
-            "restore_targets": {"type": "array", "items": _ENDPOINT_SCHEMA},
-        },
-        "additionalProperties": False,
-    }
+    config_schema = declared_config_schema(_ENDPOINT_SCHEMA)
 
-    def configure(self, options: dict[str, Any]) -> None:
-        self.sources = parse_declared(options, "sources")
-        self.restore_targets = parse_declared(options, "restore_targets")
-
-    # --- protectable side -------------------------------------------------------------
-    def list_instances(self, *, project_id: str, parameters: dict[str, Any] | None = None) -> list[Instance]:
-        # No request is made: listing is instant and does not reveal whether an endpoint is up.
-        found: dict[str, Instance] = {}
-        for source in self.sources:
-            if source.visible_to(project_id):
-                instance = self._instance(source)
-                found.setdefault(instance.id, instance)
-        return list(found.values())
-
-    def _instance(self, source: Declared) -> Instance:
-        return Instance(
-            id=endpoint_id("s3", source.get("endpoint_url", ""), source.get("bucket"), source.get("prefix", "")),
-            type=self.resource_type,
-            name=source.name,
-            extra_info={"source": source.name},
-        )
-
-    def _source_of(self, project_id: str, resource: Instance) -> Declared:
-        for source in self.sources:
-            if source.visible_to(project_id) and self._instance(source).id == resource.id:
-                return source
-        raise PluginError(
-            f"S3 bucket {resource.name or resource.id} is not declared for this project "
-            "(the operator removed or hid its source)"
-        )
+    def identity(self, source: Declared) -> tuple:
+        return ("s3", source.get("endpoint_url", ""), source.get("bucket"), source.get("prefix", ""))
 
     # --- protect ----------------------------------------------------------------------
     def protect(self, context: ProtectContext) -> dict[str, Any]:
-        source = self._source_of(context.project_id, context.resource)
+        source = self.source_of(context.project_id, context.resource)
         client = _client(source)
         bucket, prefix = source.get("bucket"), source.get("prefix", "")
         writer = context.writer
@@ -248,86 +214,57 @@ class S3BucketPlugin(ProtectablePlugin):
         key_prefix = str(params.get("key_prefix") or "")
         if key_prefix.startswith("/") or ".." in key_prefix.split("/"):
             raise PluginError("key_prefix must not start with '/' or contain '..'")
-        if params.get("target"):
-            destination = restore_target_named(
-                self.restore_targets, str(params["target"]), project_id=context.project_id, kind="S3"
-            )
-        else:
-            destination = self._source_of(context.project_id, context.resource)
+        destination = self.destination(context.project_id, context.resource, params)
         bucket, base = destination.get("bucket"), destination.get("prefix", "") + key_prefix
         client = _client(destination)
-        bank = context.bank
         objects = 0
         restored_bytes = 0
         try:
-            lease = bank.take_lease("reader")
-        except BankError as exc:
-            raise PluginError(str(exc)) from None
-        try:
-            lookup = bank.load_lookup(refresh=True)
-            items = _resource_items(bank, context, lookup)
-            wanted = {base + item.meta["rel"]: item for item in items}
-            total_bytes = sum(item.size for item in items)
-            if not confirm:
-                existing = sorted(key for listed in _list_objects(client, bucket, base) if (key := listed["Key"]) in wanted)
-                if existing:
-                    shown = ", ".join(existing[:MAX_REPORTED]) + (" …" if len(existing) > MAX_REPORTED else "")
-                    raise PluginError(
-                        f"{len(existing)} object(s) exist at the destination ({shown}) in bucket {bucket} of "
-                        f"{destination.name}; set confirm_overwrite: true to replace them, or a key_prefix"
-                    )
-            with ThreadPoolExecutor(bank.workers, thread_name_prefix="bank-read") as pool:
+            with _checkpoint_objects(context, "bank-read") as (items, read):
+                wanted = {base + item.meta["rel"]: item for item in items}
+                total_bytes = sum(item.size for item in items)
+                if not confirm:
+                    existing = sorted(key for listed in _list_objects(client, bucket, base) if (key := listed["Key"]) in wanted)
+                    if existing:
+                        shown = ", ".join(existing[:MAX_REPORTED]) + (" …" if len(existing) > MAX_REPORTED else "")
+                        raise PluginError(
+                            f"{len(existing)} object(s) exist at the destination ({shown}) in bucket {bucket} of "
+                            f"{destination.name}; set confirm_overwrite: true to replace them, or a key_prefix"
+                        )
                 for key, item in wanted.items():
-                    data = _item_data(bank, lookup, pool, item)
-                    _upload(client, bucket, key, item, data)
+                    _upload(client, bucket, key, item, read(item))
                     objects += 1
                     restored_bytes += item.size
                     if context.on_progress:
                         context.on_progress(Progress(restored_bytes, total_bytes, objects, len(wanted)))
         except (ClientError, BotoCoreError) as exc:
             raise PluginError(_reason(destination, exc)) from None
-        except BankError as exc:
-            raise PluginError(str(exc)) from None
-        finally:
-            lease.release()
         return {"destination": destination.name, "bucket": bucket, "key_prefix": base, "objects": objects,
                 "bytes": restored_bytes}
 
     # --- verify -----------------------------------------------------------------------
     def verify(self, context: VerifyContext) -> dict[str, Any]:
-        bank = context.bank
         damaged: dict[str, str] = {}
         objects = checked_bytes = 0
-        try:
-            lease = bank.take_lease("reader")
-        except BankError as exc:
-            raise PluginError(str(exc)) from None
-        try:
-            lookup = bank.load_lookup(refresh=True)
-            items = _resource_items(bank, context, lookup)
-            with ThreadPoolExecutor(bank.workers, thread_name_prefix="bank-verify") as pool:
-                for item in items:
-                    digest = hashlib.sha256()
-                    size = 0
-                    try:
-                        for data in _item_data(bank, lookup, pool, item):
-                            digest.update(data)
-                            size += len(data)
-                    except PluginError as exc:
-                        damaged[item.meta["key"]] = str(exc)
-                        continue
-                    if size != item.meta.get("size", size):
-                        damaged[item.meta["key"]] = f"holds {size} bytes, the object had {item.meta['size']}"
-                    elif digest.hexdigest() != item.meta.get("sha256"):
-                        damaged[item.meta["key"]] = "SHA-256 differs from the one recorded at protect time"
-                    objects += 1
-                    checked_bytes += size
-                    if context.on_progress:
-                        context.on_progress(Progress(checked_bytes, None, objects, len(items)))
-        except BankError as exc:
-            raise PluginError(str(exc)) from None
-        finally:
-            lease.release()
+        with _checkpoint_objects(context, "bank-verify") as (items, read):
+            for item in items:
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    for data in read(item):
+                        digest.update(data)
+                        size += len(data)
+                except PluginError as exc:
+                    damaged[item.meta["key"]] = str(exc)
+                    continue
+                if size != item.meta.get("size", size):
+                    damaged[item.meta["key"]] = f"holds {size} bytes, the object had {item.meta['size']}"
+                elif digest.hexdigest() != item.meta.get("sha256"):
+                    damaged[item.meta["key"]] = "SHA-256 differs from the one recorded at protect time"
+                objects += 1
+                checked_bytes += size
+                if context.on_progress:
+                    context.on_progress(Progress(checked_bytes, None, objects, len(items)))
         if damaged:
             shown = "; ".join(f"{key!r}: {reason}" for key, reason in list(damaged.items())[:MAX_REPORTED])
             raise PluginError(f"{len(damaged)} damaged object(s): {shown}")
@@ -436,6 +373,25 @@ def _resource_items(bank, context, lookup) -> list[Item]:
         if not item.meta or "rel" not in item.meta or "key" not in item.meta:
             raise PluginError(f"the checkpoint's item {item.path} is not an S3 object record")
     return items
+
+
+@contextmanager
+def _checkpoint_objects(context, thread_name: str) -> Iterator[tuple[list[Item], Callable[[Item], Iterator[bytes]]]]:
+    """The resource's object items and a reader of their bytes, under one reader lease of the bank."""
+    bank = context.bank
+    try:
+        lease = bank.take_lease("reader")
+    except BankError as exc:
+        raise PluginError(str(exc)) from None
+    try:
+        lookup = bank.load_lookup(refresh=True)
+        items = _resource_items(bank, context, lookup)
+        with ThreadPoolExecutor(bank.workers, thread_name_prefix=thread_name) as pool:
+            yield items, lambda item: _item_data(bank, lookup, pool, item)
+    except BankError as exc:
+        raise PluginError(str(exc)) from None
+    finally:
+        lease.release()
 
 
 def _item_data(bank, lookup, pool, item: Item) -> Iterator[bytes]:

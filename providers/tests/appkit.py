@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from karbor_site.testing.servers import free_port, port_open, running_in_ci
+from karbor_site.testing.servers import free_port, port_open, running_in_ci, stop_process
 from plans.services import plan_create
 from protection import flows, services
 from protection.banks import bank_for_provider, forget_banks
@@ -88,13 +88,7 @@ class RedisServer:
     password: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def start_redis_server(tmp_path: Path, password: str = "s3cret-pw") -> RedisServer:
