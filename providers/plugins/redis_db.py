@@ -18,8 +18,11 @@ How a copy is taken: SCAN + DUMP/PTTL, key by key
     replication the operator pauses.)
 
 Stream format (one bank stream item per resource, cut, deduplicated and encrypted by the bank)
-    ``KARBOR-REDIS-DUMP 1\\n`` then records ``type:u8 key_len:u32 pttl:i64 payload_len:u32
-    key payload`` (big endian; pttl -1 = no expiry) and a trailer ``0xFF count:u64``. Keys are
+    ``KARBOR-REDIS-DUMP 1\\n`` then records ``type:u8 key_len:u32 expire_at_ms:i64 payload_len:u32
+    key payload`` (big endian; expire_at_ms -1 = no expiry) and a trailer ``0xFF count:u64``.
+    The expiry is stored as an instant (PEXPIRETIME; before Redis 7: the time of the read plus
+    PTTL, rounded to the second), not as a remaining TTL, so an unchanged database yields the
+    same bytes again and its next checkpoint deduplicates. Keys are
     read in SCAN batches through one pipeline per batch; nothing but the current batch is in
     memory, and a SCAN that returns a key twice (a rehash during the scan) is filtered by a set
     of 8-byte key digests.
@@ -149,7 +152,7 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
             },
             "ttl": {
                 "title": "TTL mode",
-                "description": "relative: a key gets the time to live it had left when it was copied (default); "
+                "description": "relative: a key gets the time to live it had left when the copy started (default); "
                 "absolute: it expires at the same instant as the original, and keys already expired are skipped.",
                 "type": "string",
                 "enum": ["relative", "absolute"],
@@ -215,7 +218,9 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
             if context.on_progress is not None:
                 context.on_progress(Progress(progress.bytes_done, None, state["keys"], max(total, state["keys"])))
 
-        records = _dump_records(client, source, match=match, counts=counts, state=state)
+        version = str(info.get("redis_version", ""))
+        exact_expiry = _version_at_least(version, 7)
+        records = _dump_records(client, source, match=match, exact_expiry=exact_expiry, counts=counts, state=state)
         try:
             writer.add_stream(
                 f"{context.prefix}/{STREAM_NAME}",
@@ -233,7 +238,7 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
             "types": counts,
             "expiring_keys": state["expiring"],
             "bytes": state["bytes"],
-            "redis_version": str(info.get("redis_version", "")),
+            "redis_version": version,
             "protected_at_ms": started_ms,
             "new_bytes": writer.stats.new_bytes - new_before,
         }
@@ -268,7 +273,8 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
             if flush:
                 client.flushdb()
             protected_at = int((context.saved_info or {}).get("protected_at_ms") or 0)
-            report = _restore_records(client, destination, records, absolute_from=protected_at if mode == "absolute" else None,
+            report = _restore_records(client, destination, records, absolute=mode == "absolute" or not protected_at,
+                                      copied_at_ms=protected_at,
                                       expected=int((context.saved_info or {}).get("keys") or 0), on_progress=context.on_progress)
         except redis.RedisError as exc:
             raise PluginError(_reason(destination, exc)) from None
@@ -284,7 +290,7 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
         counts: dict[str, int] = {}
         keys = 0
         try:
-            for type_code, _key, _pttl, _payload in _parse(
+            for type_code, _key, _expire_at, _payload in _parse(
                 context.bank.open_item(context.checkpoint_id, f"{context.prefix}/{STREAM_NAME}")
             ):
                 keys += 1
@@ -338,7 +344,7 @@ def _reason(entry: Declared, exc: Exception) -> str:
 
 
 # --- protect: SCAN + DUMP ------------------------------------------------------------------
-def _dump_records(client: redis.Redis, source: Declared, *, match: str, counts: dict[str, int],
+def _dump_records(client: redis.Redis, source: Declared, *, match: str, exact_expiry: bool, counts: dict[str, int],
                   state: dict[str, int]) -> Iterator[bytes]:
     """The stream: header, one record per key (a SCAN batch per yield), trailer."""
     yield MAGIC
@@ -355,25 +361,29 @@ def _dump_records(client: redis.Redis, source: Declared, *, match: str, counts: 
                     seen.add(digest)
                     fresh.append(key)
             if fresh:
+                now_ms = int(time.time() * 1000)
                 pipe = client.pipeline(transaction=False)
                 for key in fresh:
                     pipe.type(key)
-                    pipe.pttl(key)
+                    if exact_expiry:
+                        pipe.execute_command("PEXPIRETIME", key)
+                    else:
+                        pipe.pttl(key)
                     pipe.dump(key)
                 results = pipe.execute()
                 out = bytearray()
                 for index, key in enumerate(fresh):
-                    kind, pttl, payload = results[3 * index: 3 * index + 3]
+                    kind, expiry, payload = results[3 * index: 3 * index + 3]
                     if payload is None:  # deleted or expired between SCAN and DUMP
                         continue
                     name = kind.decode() if isinstance(kind, bytes) else str(kind)
                     code = TYPE_CODES.get(name, OTHER_TYPE)
-                    if pttl is None or pttl < 0:
-                        pttl = -1
+                    if expiry is None or expiry < 0:
+                        expire_at = -1
                     else:
-                        pttl = max(int(pttl), 1)  # 0 would mean "no expiry" to RESTORE
+                        expire_at = int(expiry) if exact_expiry else round((now_ms + int(expiry)) / 1000) * 1000
                         state["expiring"] += 1
-                    out += _RECORD.pack(code, len(key), pttl, len(payload))
+                    out += _RECORD.pack(code, len(key), expire_at, len(payload))
                     out += key
                     out += payload
                     state["keys"] += 1
@@ -387,6 +397,13 @@ def _dump_records(client: redis.Redis, source: Declared, *, match: str, counts: 
     trailer = _TRAILER.pack(TRAILER_TYPE, state["keys"])
     state["bytes"] += len(trailer)
     yield trailer
+
+
+def _version_at_least(version: str, major: int) -> bool:
+    try:
+        return int(version.split(".")[0]) >= major
+    except ValueError:
+        return False
 
 
 # --- reading the stream back ----------------------------------------------------------------
@@ -423,7 +440,7 @@ class _Buffered:
 
 
 def _parse(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes, int, bytes]]:
-    """(type code, key, pttl, DUMP payload) per record; PluginError on a malformed or truncated copy."""
+    """(type code, key, expire_at_ms, DUMP payload) per record; PluginError on a malformed or truncated copy."""
     reader = _Buffered(chunks)
     if reader.read(len(MAGIC)) != MAGIC:
         raise PluginError("the copy in the checkpoint is not a Karbor Redis dump")
@@ -439,16 +456,16 @@ def _parse(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes, int, bytes]]:
             return
         if kind not in TYPE_NAMES:
             raise PluginError(f"the copy in the checkpoint is damaged (record {count + 1} has type {kind})")
-        key_len, pttl, payload_len = struct.unpack(">IqI", reader.read(_RECORD.size - 1))
+        key_len, expire_at, payload_len = struct.unpack(">IqI", reader.read(_RECORD.size - 1))
         key = reader.read(key_len)
         payload = reader.read(payload_len)
         count += 1
-        yield kind, key, pttl, payload
+        yield kind, key, expire_at, payload
 
 
 # --- restore: pipelined RESTORE ----------------------------------------------------------------
 def _restore_records(client: redis.Redis, destination: Declared, records: Iterator[tuple[int, bytes, int, bytes]], *,
-                     absolute_from: int | None, expected: int, on_progress) -> dict[str, Any]:
+                     absolute: bool, copied_at_ms: int, expected: int, on_progress) -> dict[str, Any]:
     restored = skipped_expired = written_bytes = 0
     pipe = client.pipeline(transaction=False)
     batch: list[bytes] = []
@@ -465,17 +482,17 @@ def _restore_records(client: redis.Redis, destination: Declared, records: Iterat
             on_progress(Progress(written_bytes, None, restored, expected or None))
 
     now_ms = int(time.time() * 1000)
-    for _type, key, pttl, payload in records:
-        if pttl < 0:
+    for _type, key, expire_at, payload in records:
+        if expire_at < 0:
             pipe.restore(key, 0, payload, replace=True)
-        elif absolute_from is not None:
-            expires_at = absolute_from + pttl
-            if expires_at <= now_ms:
+        elif absolute:
+            if expire_at <= now_ms:
                 skipped_expired += 1
                 continue
-            pipe.restore(key, expires_at, payload, replace=True, absttl=True)
+            pipe.restore(key, expire_at, payload, replace=True, absttl=True)
         else:
-            pipe.restore(key, pttl, payload, replace=True)
+            # The time it had left at the copy; 0 would mean "no expiry" to RESTORE.
+            pipe.restore(key, max(expire_at - copied_at_ms, 1), payload, replace=True)
         batch.append(key)
         restored += 1
         batch_bytes += len(payload) + len(key)

@@ -155,6 +155,20 @@ def test_restore_into_a_declared_target_keeps_ttls_and_leaves_the_source_alone(p
     assert details == "available"
 
 
+def test_second_checkpoint_of_an_unchanged_database_stores_no_new_data(provider, clients):
+    fill(clients[SOURCE_DB])
+    plan = appkit.make_plan(REDIS, [instance_id(provider, "cache")])
+    first = appkit.protect(plan)
+    assert first.status == "available", first.status_reason
+    stored = appkit.bank().stored_bytes()
+    time.sleep(0.05)  # TTLs tick on: an expiry stored as time-left would change every record with one
+    second = appkit.protect(plan)
+    assert second.status == "available", second.status_reason
+    (saved,) = second.saved_info.values()
+    assert saved["keys"] == 1509 and saved["new_bytes"] == 0
+    assert appkit.bank().stored_bytes() - stored < 16 * 1024
+
+
 def test_absolute_ttl_mode_skips_keys_whose_expiry_passed(provider, clients):
     source, target = clients[SOURCE_DB], clients[TARGET_DB]
     source.set("gone-soon", "x", px=300)
