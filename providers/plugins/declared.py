@@ -152,3 +152,7 @@ class DeclaredEndpointPlugin(ProtectablePlugin):
             return restore_target_named(self.restore_targets, str(parameters["target"]), project_id=project_id,
                                         kind=self.kind)
         return self.source_of(project_id, resource)
+
+    def check_restore_parameters(self, *, project_id: str, resource: Instance, parameters: dict[str, Any]) -> None:
+        """Raise PluginError when a restore with ``parameters`` has nowhere it may write (asked before it starts)."""
+        self.destination(project_id, resource, parameters)

@@ -211,9 +211,7 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
     def restore(self, context: RestoreContext) -> dict[str, Any]:
         params = context.parameters
         confirm = params.get("confirm_overwrite", False) is True
-        key_prefix = str(params.get("key_prefix") or "")
-        if key_prefix.startswith("/") or ".." in key_prefix.split("/"):
-            raise PluginError("key_prefix must not start with '/' or contain '..'")
+        key_prefix = _key_prefix(params)
         destination = self.destination(context.project_id, context.resource, params)
         bucket, base = destination.get("bucket"), destination.get("prefix", "") + key_prefix
         client = _client(destination)
@@ -241,6 +239,10 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
             raise PluginError(_reason(destination, exc)) from None
         return {"destination": destination.name, "bucket": bucket, "key_prefix": base, "objects": objects,
                 "bytes": restored_bytes}
+
+    def check_restore_parameters(self, *, project_id: str, resource, parameters: dict[str, Any]) -> None:
+        _key_prefix(parameters)
+        super().check_restore_parameters(project_id=project_id, resource=resource, parameters=parameters)
 
     # --- verify -----------------------------------------------------------------------
     def verify(self, context: VerifyContext) -> dict[str, Any]:
@@ -272,6 +274,13 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
         if recorded is not None and recorded != objects:
             raise PluginError(f"the checkpoint holds {objects} object(s), {recorded} were recorded")
         return {"objects": objects, "bytes": checked_bytes}
+
+
+def _key_prefix(parameters: dict[str, Any]) -> str:
+    key_prefix = str(parameters.get("key_prefix") or "")
+    if key_prefix.startswith("/") or ".." in key_prefix.split("/"):
+        raise PluginError("key_prefix must not start with '/' or contain '..'")
+    return key_prefix
 
 
 # --- S3 access -----------------------------------------------------------------------------

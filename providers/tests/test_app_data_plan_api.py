@@ -98,6 +98,11 @@ def test_mixed_plan_protects_and_restores_through_the_api_in_one_checkpoint(owne
         "provider_id": appkit.PROVIDER_ID, "checkpoint_id": checkpoint_id, "restore_target": str(app["target"]),
         "restore_auth": None, "parameters": {S3: {"target": "copy"}},
     }}
+    bad = {"restore": dict(restore["restore"], parameters={S3: {"target": "elsewhere"}})}
+    response = owner.client.post(owner.url("restores"), bad, format="json")
+    assert response.status_code == 400, response.content
+    fault = response.json()["badRequest"]
+    assert "'elsewhere' is not declared for this project" in fault["fields"][f"parameters.{S3}"][0]
     with django_capture_on_commit_callbacks(execute=True):
         response = owner.client.post(owner.url("restores"), restore, format="json")
     assert response.status_code == 200, response.content

@@ -196,15 +196,35 @@ def test_a_plan_with_an_instance_the_project_may_not_see_is_refused(provider):
     assert "resources.0" in str(caught.value.detail if hasattr(caught.value, "detail") else caught.value)
 
 
-def test_an_undeclared_restore_target_fails_with_the_allowed_names(provider, clients):
+def test_an_undeclared_restore_target_is_a_400_naming_the_parameter_and_creates_nothing(provider, clients):
+    from restores.models import Restore
+
     clients[SOURCE_DB].set("k", "v")
     checkpoint = appkit.protect(appkit.make_plan(REDIS, [instance_id(provider, "cache")]))
     assert checkpoint.status == "available", checkpoint.status_reason
-    failed = appkit.restore(checkpoint, {REDIS: {"target": "theirs"}})
-    assert failed.status == "fail"
-    reason = next(iter(failed.resources_reason.values()))
+    with pytest.raises(InvalidInput) as caught:
+        appkit.restore(checkpoint, {REDIS: {"target": "theirs"}})
+    (reason,) = caught.value.fields[f"parameters.{REDIS}"]
     assert "'theirs' is not declared for this project" in reason and "scratch" in reason
-    assert clients[THEIRS_DB].dbsize() == 0
+    assert not Restore.all_objects.exists() and clients[THEIRS_DB].dbsize() == 0
+
+
+def test_a_target_the_operator_removes_after_the_request_fails_the_restore_with_the_reason(
+    provider, clients, provider_dir, tmp_path
+):
+    from restores.flows import restore_run
+    from restores.services import restore_create
+
+    clients[SOURCE_DB].set("k", "v")
+    checkpoint = appkit.protect(appkit.make_plan(REDIS, [instance_id(provider, "cache")]))
+    created = restore_create(project_id=OWNER_PROJECT, provider_id=appkit.PROVIDER_ID, checkpoint_id=checkpoint.id,
+                             parameters={REDIS: {"target": "scratch"}}, enqueue=False)
+    appkit.write_provider(provider_dir, tmp_path / "bank", {
+        REDIS: {"plugin": "redis", "options": {"sources": [_source("cache", SOURCE_DB, [OWNER_PROJECT])]}}})
+    failed = restore_run(restore_id=created.id)
+    assert failed.status == "fail"
+    assert "'scratch' is not declared for this project" in next(iter(failed.resources_reason.values()))
+    assert clients[TARGET_DB].dbsize() == 0
 
 
 def test_wrong_password_fails_the_checkpoint_within_seconds(provider_dir, tmp_path, settings):

@@ -168,13 +168,17 @@ def test_sources_are_deny_by_default_and_other_projects_cannot_plan_them(provide
         appkit.make_plan(S3, [instance_id(provider, "theirs", STRANGER_PROJECT)])
 
 
-def test_an_undeclared_restore_target_fails_with_the_allowed_names(provider, s3, buckets):
+def test_an_undeclared_restore_target_or_a_bad_key_prefix_is_a_400_naming_the_parameter(provider, s3, buckets):
     s3.put_object(Bucket=buckets["app"], Key="app/a", Body=b"a")
     checkpoint = appkit.protect(appkit.make_plan(S3, [instance_id(provider, "app")]))
-    failed = appkit.restore(checkpoint, {S3: {"target": "theirs"}})
-    assert failed.status == "fail"
-    reason = next(iter(failed.resources_reason.values()))
+    assert checkpoint.status == "available", checkpoint.status_reason
+    with pytest.raises(InvalidInput) as caught:
+        appkit.restore(checkpoint, {S3: {"target": "theirs"}})
+    (reason,) = caught.value.fields[f"parameters.{S3}"]
     assert "'theirs' is not declared for this project" in reason and "copy" in reason
+    with pytest.raises(InvalidInput) as caught:
+        appkit.restore(checkpoint, {S3: {"key_prefix": "../escape/"}})
+    assert "key_prefix" in caught.value.fields[f"parameters.{S3}"][0]
     assert "Contents" not in s3.list_objects_v2(Bucket=buckets["theirs"])
 
 
