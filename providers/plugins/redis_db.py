@@ -24,8 +24,9 @@ Stream format (one bank stream item per resource, cut, deduplicated and encrypte
     PTTL, rounded to the second), not as a remaining TTL, so an unchanged database yields the
     same bytes again and its next checkpoint deduplicates. Keys are
     read in SCAN batches through one pipeline per batch; nothing but the current batch is in
-    memory, and a SCAN that returns a key twice (a rehash during the scan) is filtered by a set
-    of 8-byte key digests.
+    memory. A key SCAN returns twice (only when the server resizes its hash table during the
+    scan) is stored twice and counted twice; RESTORE … REPLACE makes the later copy win. Filtering
+    those would need a set of every key seen, memory growing with the database.
 
 Restore
     Into the source itself (no ``target``) or into a declared restore target named by the
@@ -42,7 +43,6 @@ Verify
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import struct
@@ -349,17 +349,11 @@ def _dump_records(client: redis.Redis, source: Declared, *, match: str, exact_ex
     """The stream: header, one record per key (a SCAN batch per yield), trailer."""
     yield MAGIC
     state["bytes"] += len(MAGIC)
-    seen: set[bytes] = set()
     cursor = 0
     try:
         while True:
             cursor, keys = client.scan(cursor=cursor, match=match, count=SCAN_BATCH)
-            fresh = []
-            for key in keys:
-                digest = hashlib.blake2b(key, digest_size=8).digest()
-                if digest not in seen:
-                    seen.add(digest)
-                    fresh.append(key)
+            fresh = list(dict.fromkeys(keys))
             if fresh:
                 now_ms = int(time.time() * 1000)
                 pipe = client.pipeline(transaction=False)
