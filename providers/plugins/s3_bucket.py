@@ -169,7 +169,7 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
         new_before = writer.stats.new_bytes
         previous = {item.meta["key"]: item for item in writer.parent_items(context.prefix)
                     if item.meta and "key" in item.meta and "etag" in item.meta}
-        totals = {"objects": 0, "bytes": 0, "objects_reused": 0, "downloaded_bytes": 0}
+        totals = {"objects": 0, "bytes": 0, "objects_reused": 0, "downloaded_bytes": 0, "vanished": 0}
 
         def report() -> None:
             if context.on_progress is not None:
@@ -181,7 +181,10 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
                 name = f"{context.prefix}/{OBJECTS}/{hashlib.sha256(key.encode()).hexdigest()}"
                 before = previous.get(key)
                 if before is not None and _same_version(before, listed):
-                    head = client.head_object(Bucket=bucket, Key=key)
+                    head = _unless_vanished(client.head_object, Bucket=bucket, Key=key)
+                    if head is None:
+                        totals["vanished"] += 1
+                        continue
                     if head.get("ETag") == before.meta["etag"]:
                         meta = _object_meta(key, prefix, head, _tags(client, bucket, key), before.meta.get("sha256"))
                         if writer.add_reused(name, before, meta) is not None:
@@ -190,7 +193,10 @@ class S3BucketPlugin(DeclaredEndpointPlugin):
                             totals["bytes"] += before.size
                             report()
                             continue
-                response = client.get_object(Bucket=bucket, Key=key)
+                response = _unless_vanished(client.get_object, Bucket=bucket, Key=key)
+                if response is None:
+                    totals["vanished"] += 1
+                    continue
                 meta = _object_meta(key, prefix, response, _tags(client, bucket, key), None)
                 item = writer.add_stream(name, _hashed_body(response["Body"], meta), meta=meta)
                 totals["objects"] += 1
@@ -315,6 +321,16 @@ def _reason(entry: Declared, exc: Exception) -> str:
     if isinstance(exc, NoCredentialsError):
         return f"S3 {entry.name}: no credentials (declare access_key_env and secret_key_env)"
     return f"S3 {entry.name}: {exc}"
+
+
+def _unless_vanished(call, **kwargs) -> dict[str, Any] | None:
+    """``call(**kwargs)``, or None when the object was deleted since the listing (it is not part of the copy)."""
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
 
 
 def _list_objects(client, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:

@@ -214,3 +214,20 @@ def test_bad_operator_options_name_the_option(options, named):
     with pytest.raises(ImproperlyConfigured) as caught:
         S3BucketPlugin(options)
     assert named in str(caught.value)
+
+
+def test_an_object_deleted_between_listing_and_read_is_left_out_not_a_failure(provider, s3, buckets, monkeypatch):
+    from providers.plugins import s3_bucket
+
+    s3.put_object(Bucket=buckets["app"], Key="app/stays", Body=b"here")
+    listing = s3_bucket._list_objects
+
+    def listing_with_a_deleted_object(client, bucket, prefix):
+        yield {"Key": "app/deleted-meanwhile", "ETag": '"0"', "Size": 3}  # listed, then gone: the server answers 404
+        yield from listing(client, bucket, prefix)
+
+    monkeypatch.setattr(s3_bucket, "_list_objects", listing_with_a_deleted_object)
+    checkpoint = appkit.protect(appkit.make_plan(S3, [instance_id(provider, "app")]))
+    assert checkpoint.status == "available", checkpoint.status_reason
+    (saved,) = checkpoint.saved_info.values()
+    assert saved["objects"] == 1 and saved["vanished"] == 1
