@@ -207,6 +207,7 @@ class RedisDatabasePlugin(DeclaredEndpointPlugin):
             info = client.info("server")
             total = int(client.dbsize())
         except redis.RedisError as exc:
+            client.close()
             raise PluginError(_reason(source, exc)) from None
         counts: dict[str, int] = {}
         state = {"keys": 0, "bytes": 0, "expiring": 0}
