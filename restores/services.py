@@ -26,7 +26,7 @@ from providers.registry import get_registry
 from providers.validation import parameters_validate
 from restores.flows import RESTORE_KIND, RESTORING
 from restores.models import Restore
-from restores.selectors import checkpoint_for_operation, checkpoint_resources_required
+from restores.selectors import checkpoint_for_operation, checkpoint_resources_required, merged_parameters
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,23 @@ def restore_target_check(
             raise InvalidInput.for_field("restore_target", str(exc)) from None
 
 
+def restore_parameters_check(
+    *, provider: ProviderConfig, project_id: str, parameters: dict[str, Any], resources: list[Instance]
+) -> None:
+    """Plugins that check restore parameters against the operator's declarations (a named restore
+    target, the source still visible) do it now; a refusal is a 400 naming the resource's parameters."""
+    for resource in resources:
+        check = getattr(provider.plugins.get(resource.type), "check_restore_parameters", None)
+        if check is None:
+            continue
+        try:
+            check(project_id=project_id, resource=resource,
+                  parameters=merged_parameters(parameters, resource.type, resource.id))
+        except PluginError as exc:
+            key = f"{resource.type}#{resource.id}"
+            raise InvalidInput.for_field(f"parameters.{key if key in parameters else resource.type}", str(exc)) from None
+
+
 def restore_create(
     *,
     project_id: str,
@@ -94,6 +111,7 @@ def restore_create(
     resources = checkpoint_resources_required(checkpoint, action="restore")
     cleaned = parameters_validate(provider=provider, parameters=parameters or {}, schema_kind="restore_schema")
     parameters_check_resources(provider=provider, parameters=cleaned, resources=resources)
+    restore_parameters_check(provider=provider, project_id=project_id, parameters=cleaned, resources=resources)
     target = (restore_target or "").strip() or None
     restore_target_check(provider=provider, project_id=project_id, target=target, resources=resources, checkpoint=checkpoint)
 

@@ -216,6 +216,35 @@ class Writer:
         self._drain(0)
         return item
 
+    def add_reused(self, name: str, previous: Item, meta: Optional[dict] = None) -> Optional[Item]:
+        """Store stream item ``name`` with the chunks of ``previous`` (an item of an earlier checkpoint), reading nothing.
+
+        For callers that know their source is unchanged (an S3 object with the same ETag and size).
+        Returns None, storing nothing, when a chunk of ``previous`` is no longer in the bank; the
+        caller then reads the data again with :meth:`add_stream`.
+        """
+        self._check_open()
+        if not all(cid in self._known for cid, _ in previous.chunks):
+            return None
+        size = sum(size for _, size in previous.chunks)
+        item = Item(path=name, type=TYPE_STREAM, mode=0o600, mtime_ns=time.time_ns(), meta=meta or None,
+                    chunks=list(previous.chunks))
+        self.stats.bytes_reused += size
+        call = _Call(None, size, 1)
+        call.bytes_done = size
+        self._finish_item(item, call)
+        self._drain(0)
+        return item
+
+    def parent_items(self, prefix: str) -> Iterator[Item]:
+        """The parent checkpoint's items under ``prefix`` (nothing without a parent)."""
+        if not self.parent_id:
+            return
+        prefix = prefix.strip("/")
+        for item in self.bank.read_manifest(self.parent_id).items():
+            if item.path.startswith(prefix + "/"):
+                yield item
+
     def add_tree(self, src: str, prefix: str = "", on_progress: Optional[ProgressCallback] = None) -> None:
         """Walk ``src`` (not following symlinks) and store every entry under ``prefix``.
 

@@ -19,6 +19,8 @@ _SHORT_NAMES: dict[str, str] = {
     "filesystem": "providers.plugins.filesystem.FilesystemDirectoryPlugin",
     "postgresql": "providers.plugins.postgresql.PostgreSQLDatabasePlugin",
     "mysql": "providers.plugins.mysql.MySQLDatabasePlugin",
+    "redis": "providers.plugins.redis_db.RedisDatabasePlugin",
+    "s3_bucket": "providers.plugins.s3_bucket.S3BucketPlugin",
 }
 
 __all__ = ["ENTRY_POINT_GROUP", "Instance", "ProtectablePlugin", "register_plugin", "registered_plugins", "resolve_plugin"]

@@ -157,3 +157,31 @@ def test_writer_memory_does_not_grow_with_data(local_backend):
     large = _peak_traced(bank, "large", 96 * 1024 * 1024)
     assert large < 48 * 1024 * 1024, f"peak {large / 2**20:.1f} MiB for 96 MiB of data"
     assert large < small * 1.5 + 4 * 1024 * 1024, (small, large)
+
+
+def test_add_reused_stores_an_unchanged_stream_without_reading_it(local_backend):
+    bank = new_bank(local_backend)
+    data = pseudo_random(3 * 1024 * 1024, seed="reused")
+    with bank.writer("first") as w:
+        w.add_stream("res/obj", [data], meta={"etag": "a"})
+        w.commit()
+    with bank.writer("second", parent_id="first") as w:
+        (previous,) = list(w.parent_items("res"))
+        assert previous.meta == {"etag": "a"} and not list(w.parent_items("other"))
+        reused = w.add_reused("res/obj-again", previous, meta={"etag": "a", "note": "reused"})
+        assert reused is not None and w.stats.new_bytes == 0 and w.stats.bytes_reused == len(data)
+        second = w.commit()
+    assert b"".join(bank.open_item("second", "res/obj-again")) == data
+    (item,) = [i for i in second.items() if i.path == "res/obj-again"]
+    assert item.size == len(data) and item.meta["note"] == "reused"
+    assert bank.check(read_data=True).ok
+
+
+def test_add_reused_refuses_chunks_the_bank_no_longer_holds(local_backend):
+    bank = new_bank(local_backend)
+    gone = Item(path="x", type="stream", chunks=[(b"\x01" * 32, 10)])
+    with bank.writer("only") as w:
+        assert w.add_reused("x", gone) is None
+        assert list(w.parent_items("x")) == []
+        w.commit()
+    assert [i.path for i in bank.read_manifest("only").items()] == []
