@@ -17,7 +17,7 @@ from django.db import transaction
 from karbor_site.errors import Conflict, InvalidInput
 from operations.runner import operation_create, operation_fail
 from protection.models import Checkpoint
-from protection.flows import resource_key
+from protection.flows import plan_parameters_for, resource_key
 from protection.services import checkpoint_hold
 from providers.config import ProviderConfig
 from providers.constants import split_parameter_key
@@ -26,7 +26,7 @@ from providers.registry import get_registry
 from providers.validation import parameters_validate
 from restores.flows import RESTORE_KIND, RESTORING
 from restores.models import Restore
-from restores.selectors import checkpoint_for_operation, checkpoint_resources_required, merged_parameters
+from restores.selectors import checkpoint_for_operation, checkpoint_resources_required
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def restore_parameters_check(
             continue
         try:
             check(project_id=project_id, resource=resource,
-                  parameters=merged_parameters(parameters, resource.type, resource.id))
+                  parameters=plan_parameters_for(parameters, resource.type, resource.id))
         except PluginError as exc:
             key = f"{resource.type}#{resource.id}"
             raise InvalidInput.for_field(f"parameters.{key if key in parameters else resource.type}", str(exc)) from None
