@@ -40,6 +40,7 @@ from operations.heartbeat import FlowHeartbeat
 from operations.kinds import RESOURCE_AVAILABLE, Kind, Run, add_kind
 from operations.models import OperationRow
 from operations.progress import ProgressRecorder
+from operations.signals import operation_finished
 from operations.workers import worker_name
 from protection.bank import BankError, Progress
 from protection.models import OperationLog
@@ -229,6 +230,7 @@ def operation_run(
     finally:
         if kind.cleanup is not None:
             kind.cleanup(run)
+    operation_finished.send(sender=kind.model, kind=kind, row_id=row.pk)
     return kind.model.all_objects.get(pk=row.pk)
 
 

@@ -318,3 +318,15 @@ def test_gfs_keeps_the_newest_of_each_recent_day_week_and_month():
     weekly = {"03-04 18", "03-03 18"}  # ISO week of Mon 03-04, then the Sunday 03-03 closing the week before
     monthly = {"03-04 18", "02-28 18"}
     assert kept == daily | weekly | monthly | {newest}
+
+
+def test_the_protect_flow_itself_settles_its_scheduled_run_when_it_ends(owner, plan):
+    from protection.flows import checkpoint_protect_run
+
+    operation = schedule(every_minute(owner.project_id), plan)
+    run = engine.operation_run_now(operation=operation)
+    assert run.state == RunState.IN_PROGRESS
+    checkpoint_protect_run(checkpoint_id=run.checkpoint_id)
+    run.refresh_from_db()
+    assert Checkpoint.objects.get(pk=run.checkpoint_id).status == CheckpointStatus.AVAILABLE
+    assert run.state == RunState.SUCCESS
