@@ -172,6 +172,11 @@ def operation_run(
                 created_by=CREATED_BY_ENGINE,
                 scheduled_operation_id=operation.id,
             )
+        except Conflict as exc:
+            # The plan's previous checkpoint is still protecting (one protect per plan at a time):
+            # this tick is skipped, not queued behind it, and the log says why.
+            log.warning("operation %s: tick %s skipped: %s", operation.id, expect_start_time, exc.message)
+            return _finish(run, RunState.SKIPPED, now, reason=exc.message, code="plan_busy")
         except KarborError as exc:
             log.warning("operation %s: checkpoint refused: %s", operation.id, exc.message)
             return _finish(run, RunState.FAILED, now, reason=exc.message)

@@ -59,12 +59,15 @@ def checkpoints(plan):
     return list(Checkpoint.objects.filter(plan_id=plan.id).order_by("created_at"))
 
 
-def test_a_tick_runs_each_operation_once_through_checkpoint_create_and_rearms(owner, plan):
+def test_a_tick_runs_each_operation_once_through_checkpoint_create_and_rearms(owner, plan, fs_provider):
+    other_plan = make_plan(fs_provider, name="other")
+    other_plan.status = PlanStatus.STARTED
+    other_plan.save()
     trigger = every_minute(owner.project_id)
-    first, second = schedule(trigger, plan, name="a"), schedule(trigger, plan, name="b")
+    first, second = schedule(trigger, plan, name="a"), schedule(trigger, other_plan, name="b")
     runs = engine.trigger_fire(trigger_id=trigger.id, fire_time=format_time(at(1)), now=at(1.1))
     assert {run.operation_id for run in runs} == {first.id, second.id}
-    made = checkpoints(plan)
+    made = checkpoints(plan) + checkpoints(other_plan)
     assert len(made) == 2 and all(cp.status == CheckpointStatus.PROTECTING for cp in made)
     assert {cp.extra_info["scheduled_operation_id"] for cp in made} == {first.id, second.id}
     assert {cp.extra_info["created_by"] for cp in made} == {"operation-engine"}
@@ -72,7 +75,7 @@ def test_a_tick_runs_each_operation_once_through_checkpoint_create_and_rearms(ow
     assert all(run.state == RunState.IN_PROGRESS for run in runs)
     # The same tick again (a second beat, a re-delivered message): nothing new.
     assert engine.trigger_fire(trigger_id=trigger.id, fire_time=format_time(at(1)), now=at(1.2)) == []
-    assert len(checkpoints(plan)) == 2 and ScheduledOperationLog.objects.count() == 2
+    assert len(checkpoints(plan) + checkpoints(other_plan)) == 2 and ScheduledOperationLog.objects.count() == 2
     # Re-armed at the next fire time the one evaluator (timeparse) gives.
     entry = trigger_beat_entry(trigger.id)
     assert entry.clocked.clocked_time == at(2)
@@ -148,6 +151,7 @@ def test_a_trigger_past_its_end_time_stops(owner, plan):
     schedule(trigger, plan)
     engine.trigger_fire(trigger_id=trigger.id, fire_time=at(1), now=at(1))
     assert trigger_beat_entry(trigger.id).clocked.clocked_time == at(2)
+    settle(checkpoints(plan)[0].id, CheckpointStatus.AVAILABLE)
     engine.trigger_fire(trigger_id=trigger.id, fire_time=at(2), now=at(2))
     assert trigger_beat_entry(trigger.id) is None
     assert len(checkpoints(plan)) == 2
@@ -269,7 +273,7 @@ def test_run_finish_waits_for_the_checkpoint_then_records_the_result(owner, plan
 def test_retention_protect_keeps_exactly_max_backups_deleting_the_oldest_never_the_new_one(owner, plan):
     now = timezone.now()
     olds = [old_checkpoint(plan, now - dt.timedelta(hours=hours)) for hours in (5, 4, 3, 2)]
-    in_progress = old_checkpoint(plan, now - dt.timedelta(hours=1), status=CheckpointStatus.PROTECTING)
+    in_progress = old_checkpoint(plan, now - dt.timedelta(hours=1), status=CheckpointStatus.ERROR)
     trigger = every_minute(owner.project_id)
     operation = schedule(trigger, plan, "retention_protect", max_backups="3")
     run = engine.operation_run_now(operation=operation)
@@ -282,7 +286,7 @@ def test_retention_protect_keeps_exactly_max_backups_deleting_the_oldest_never_t
     assert states[olds[0].id] == states[olds[1].id] == CheckpointStatus.DELETING
     available = [cp for cp, status in states.items() if status == CheckpointStatus.AVAILABLE]
     assert sorted(available) == sorted([olds[2].id, olds[3].id, run.checkpoint_id])
-    assert states[in_progress.id] == CheckpointStatus.PROTECTING  # only available ones count or go
+    assert states[in_progress.id] == CheckpointStatus.ERROR  # only available ones count or go
 
 
 def test_retention_of_one_never_deletes_the_checkpoint_just_made():
@@ -330,3 +334,13 @@ def test_the_protect_flow_itself_settles_its_scheduled_run_when_it_ends(owner, p
     run.refresh_from_db()
     assert Checkpoint.objects.get(pk=run.checkpoint_id).status == CheckpointStatus.AVAILABLE
     assert run.state == RunState.SUCCESS
+
+
+def test_a_tick_while_the_plans_previous_checkpoint_still_protects_is_skipped_with_the_reason(owner, plan):
+    trigger = every_minute(owner.project_id)
+    schedule(trigger, plan)
+    [first] = engine.trigger_fire(trigger_id=trigger.id, fire_time=at(1), now=at(1))
+    [second] = engine.trigger_fire(trigger_id=trigger.id, fire_time=at(2), now=at(2))
+    assert first.state == RunState.IN_PROGRESS
+    assert second.state == RunState.SKIPPED and "being protected already" in second.extend_info["reason"]
+    assert len(checkpoints(plan)) == 1
