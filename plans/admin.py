@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from plans import services
 from plans.models import Plan, PlanStatus, Resource
 

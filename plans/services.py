@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from karbor_site.api.exceptions import InvalidInput, NotFound
+from karbor_site.errors import InvalidInput, NotFound
 from plans.models import Plan, PlanStatus, Resource
 from protection.quotas import lock_project, quota_check
 from providers.config import ProviderConfig

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from karbor_site.api.exceptions import InvalidInput, QuotaExceeded
+from karbor_site.errors import InvalidInput, QuotaExceeded
 from protection.models import Checkpoint, CheckpointStatus, Quota, QuotaClass, QuotaResource
 
 DEFAULT_CLASS = "default"

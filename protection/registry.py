@@ -18,7 +18,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from karbor_site.api.exceptions import InvalidInput, NotFound
+from karbor_site.errors import InvalidInput, NotFound
 from protection.models import Service
 
 PROTECTION_BINARY = "karbor-protection"

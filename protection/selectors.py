@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 from karbor_site.tenancy.access import ProjectAccess
 from protection.models import Checkpoint
 

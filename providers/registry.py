@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 from providers.config import ProviderConfig, load_provider_dir
 from providers.plugins.base import ProtectablePlugin
 

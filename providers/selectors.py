@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from karbor_site.api.exceptions import InvalidInput, NotFound
+from karbor_site.errors import InvalidInput, NotFound
 from providers.config import ProviderConfig
 from providers.plugins.base import Instance
 from providers.registry import get_registry

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from providers.config import ProviderConfig
 from providers.constants import PARAMETER_KEY_RE, split_parameter_key
 from providers.plugins.base import schema_errors

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from karbor_site.api.listing import ListParams, next_links, parse_list_params
 from karbor_site.api.viewsets import ProjectScopedViewSet
 from karbor_site.db import is_uuid_like

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from triggers import engine, services
 from triggers.models import ScheduledOperation, ScheduledOperationLog, Trigger
 from triggers.schedule import sync_trigger_schedule

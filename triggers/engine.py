@@ -42,7 +42,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from karbor_site.api.exceptions import Conflict, KarborError
+from karbor_site.errors import Conflict, KarborError
 from plans.models import Plan, PlanStatus
 from protection.models import Checkpoint, CheckpointStatus, Service
 from protection.registry import OPERATION_ENGINE_BINARY, service_is_up

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from karbor_site.api.exceptions import Conflict, InvalidInput, NotFound
+from karbor_site.errors import Conflict, InvalidInput, NotFound
 from karbor_site.db import is_uuid_like
 from plans.models import Plan
 from triggers.models import OperationState, OperationType, ScheduledOperation, ScheduledOperationState, Trigger

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from karbor_site.db import is_uuid_like
 from triggers import timeparse
 

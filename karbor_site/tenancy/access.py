@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rest_framework import exceptions as drf
 from rest_framework import permissions
 
-from karbor_site.api.exceptions import NotAuthorized
+from karbor_site.errors import NotAuthorized
 from karbor_site.tenancy.models import Membership, Project, Role
 
 

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from karbor_site.api.exceptions import InvalidInput, NotFound
+from karbor_site.errors import InvalidInput, NotFound
 from karbor_site.tenancy.models import AuthToken, Membership, Project, Role
 
 TOKEN_BYTES = 32

@@ -66,7 +66,7 @@ def test_quota_class_default_changes_every_projects_default(cloud_admin, owner):
 
 
 def test_quota_check_raises_413_message(owner):
-    from karbor_site.api.exceptions import QuotaExceeded
+    from karbor_site.errors import QuotaExceeded
     from plans.models import Plan
 
     quotas.quota_set(project_id=owner.project_id, limits={"plans": 1})

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jsonschema
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 
 if TYPE_CHECKING:  # the bank is only handed to plugins at run time
     from protection.bank import Bank, Writer

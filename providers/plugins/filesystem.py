@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 from providers.constants import FILESYSTEM_DIRECTORY
 from protection.bank import Progress
 from protection.bank.manifest import manifest_key

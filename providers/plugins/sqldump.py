@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import NotFound, ServiceUnavailable
+from karbor_site.errors import NotFound, ServiceUnavailable
 from protection.bank import BankError, Progress
 from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
 

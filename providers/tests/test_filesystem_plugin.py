@@ -6,7 +6,7 @@ import logging
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 from providers.plugins.filesystem import FilesystemDirectoryPlugin, directory_id
 from providers.registry import get_registry
 from providers.testing import OWNER_PROJECT, STRANGER_PROJECT

@@ -236,7 +236,7 @@ def test_bad_operator_options_name_the_option():
 
 
 def test_restore_target_field_may_name_a_declared_server_and_an_undeclared_one_is_a_400(db, pg):
-    from karbor_site.api.exceptions import InvalidInput
+    from karbor_site.errors import InvalidInput
 
     checkpoint = protect(PG, pg.instance_id())
     with pytest.raises(InvalidInput, match="restore target 'elsewhere' is not a declared PostgreSQL server"):

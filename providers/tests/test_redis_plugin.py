@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from karbor_site.testing.servers import require_server
 from providers.plugins.redis_db import RedisDatabasePlugin
 from providers.tests import appkit

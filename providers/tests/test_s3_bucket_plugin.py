@@ -9,7 +9,7 @@ import boto3
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from karbor_site.testing.servers import free_port
 from protection.tests.bank.s3server import ACCESS_KEY, REGION, SECRET_KEY
 from providers.plugins.s3_bucket import S3BucketPlugin

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from protection.banks import bank_for_provider, resource_prefix
 from protection.models import OperationLog
 from providers.testing import OWNER_PROJECT

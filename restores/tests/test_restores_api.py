@@ -318,7 +318,7 @@ def test_operation_log_of_a_restore_records_times_and_progress(owner, three_rest
 def test_a_broker_that_cannot_be_reached_fails_the_restore_and_is_a_503(owner, world, monkeypatch):
     from kombu.exceptions import OperationalError
 
-    from karbor_site.api.exceptions import ServiceUnavailable
+    from karbor_site.errors import ServiceUnavailable
     from operations.runner import operation_enqueue
     from restores.flows import RESTORE_KIND
     from restores.tasks import restore_run_task

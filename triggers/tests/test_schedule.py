@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, PeriodicTask
 
-from karbor_site.api.exceptions import NotFound
+from karbor_site.errors import NotFound
 from triggers import services
 from triggers.models import ScheduledOperation
 from triggers.schedule import BEAT_SETTLE, FIRE_TASK, periodic_task_prefix, sync_trigger_schedule, trigger_beat_entry

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIRequestFactory
 
-from karbor_site.api.exceptions import InvalidInput
+from karbor_site.errors import InvalidInput
 from karbor_site.api.listing import paginate_queryset, parse_list_params
 from restores.models import Restore
 

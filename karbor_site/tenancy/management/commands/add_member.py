@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from karbor_site.tenancy.models import Role
 from karbor_site.tenancy.services import membership_set
 

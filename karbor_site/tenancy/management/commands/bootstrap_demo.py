@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from karbor_site.api.exceptions import KarborError
+from karbor_site.errors import KarborError
 from karbor_site.env import env_str
 from karbor_site.tenancy.management.commands.serve import public_url, resolve_bind
 from karbor_site.tenancy.models import Role
