@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .errors import BankError, CorruptionError, ObjectNotFound
 from .index import ChunkLoc, pack_key
@@ -156,11 +157,19 @@ class _TreeRestorer:
         self.dir_meta: List[Tuple[str, Item]] = []
         self.as_root = hasattr(os, "geteuid") and os.geteuid() == 0
         self.report = RestoreReport()
+        # Restore workers create files concurrently: parent directories and counters are shared.
+        self._lock = threading.RLock()
 
     def _ensure_dir(self, path: str) -> None:
         if path in self.safe_dirs:
             return
-        self._ensure_dir(os.path.dirname(path))
+        with self._lock:
+            self._ensure_dir_locked(path)
+
+    def _ensure_dir_locked(self, path: str) -> None:
+        if path in self.safe_dirs:
+            return
+        self._ensure_dir_locked(os.path.dirname(path))
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -217,7 +226,8 @@ class _TreeRestorer:
                 os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
         finally:
             os.close(fd)
-        self.report.files += 1
+        with self._lock:
+            self.report.files += 1
 
     def finish(self) -> None:
         # Deepest first, so restoring a read-only parent's mode cannot block its children.
@@ -255,6 +265,216 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+def pwrite_sparse(fd: int, data, offset: int) -> None:
+    """Write ``data`` at ``offset`` without moving the file position, leaving all-zero 64 KiB blocks as holes.
+
+    Positional writes let several threads fill one file at once; holes need no seek because
+    the file is truncated to its full size when it is closed.
+    """
+    n = len(data)
+    view = memoryview(data)
+    run_start = 0
+    pos = 0
+    while pos < n:
+        end = pos + SPARSE_BLOCK
+        if end <= n and view[pos] == 0 and view[end - 1] == 0 and view[pos:end] == _ZERO_BLOCK:
+            _pwrite_all(fd, view[run_start:pos], offset + run_start)
+            run_start = end
+        pos = end
+    _pwrite_all(fd, view[run_start:n], offset + run_start)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class _FileJob:
+    """One file (or stream) being restored: opened by the first chunk to arrive, closed by the last."""
+
+    __slots__ = ("stored", "item", "pending", "fd", "lock")
+
+    def __init__(self, stored: str, item: Item) -> None:
+        self.stored = stored
+        self.item = item
+        self.pending = len(item.chunks)
+        self.fd = -1
+        self.lock = threading.Lock()
+
+
+class _RestoreBatch:
+    """Chunks stored close together in one pack, fetched with one ranged read; each chunk has its targets."""
+
+    __slots__ = ("pack", "start", "end", "raw", "chunks", "by_offset")
+
+    def __init__(self, pack: str, loc: ChunkLoc) -> None:
+        self.pack = pack
+        self.start = loc.offset
+        self.end = loc.offset
+        self.raw = 0
+        self.chunks: List[Tuple[bytes, ChunkLoc, List[Tuple[_FileJob, int]]]] = []
+        self.by_offset: Dict[int, int] = {}
+
+    def add(self, cid: bytes, loc: ChunkLoc, job: _FileJob, file_offset: int) -> bool:
+        """Add one chunk occurrence; False when it belongs in another batch."""
+        if loc.pack != self.pack:
+            return False
+        known = self.by_offset.get(loc.offset)
+        if known is not None:
+            self.chunks[known][2].append((job, file_offset))
+            return True
+        if self.chunks and (loc.offset < self.end or loc.offset - self.end > BATCH_GAP_LIMIT
+                            or self.raw + loc.raw_size > BATCH_RAW_LIMIT or len(self.chunks) >= BATCH_MAX_CHUNKS):
+            return False
+        self.end = loc.offset + loc.length
+        self.raw += loc.raw_size
+        self.by_offset[loc.offset] = len(self.chunks)
+        self.chunks.append((cid, loc, [(job, file_offset)]))
+        return True
+
+
+class _ParallelRestore:
+    """Fetch, verify and write file data on a thread pool, many files at once.
+
+    The calling thread only walks the item list and plans batches; workers read a batch,
+    open its chunks (decrypt, decompress, re-hash: all release the GIL) and ``pwrite`` each
+    chunk at its offset in its file. The first chunk of a file to arrive creates the file
+    and the last one sets its metadata and closes it, so file creation (a metadata-heavy
+    system call) runs on every worker instead of serializing in one thread. At most
+    ``window`` batches are in flight, which bounds memory whatever the checkpoint's size.
+    """
+
+    def __init__(self, bank, restorer: "_TreeRestorer", lookup, manifest_id: str, threads: int, window: int) -> None:
+        self.bank = bank
+        self.restorer = restorer
+        self.lookup = lookup
+        self.manifest_id = manifest_id
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bank-restore")
+        self.slots = threading.BoundedSemaphore(window)
+        self.lock = threading.Lock()
+        self.open_jobs: Set[_FileJob] = set()
+        self.current: Optional[_RestoreBatch] = None
+        self.error: Optional[BaseException] = None
+        self.bytes_done = 0
+        self.files_done = 0
+
+    # -------------------------------------------------------------- planning (calling thread)
+    def add_file(self, stored: str, item: Item) -> None:
+        _safe_parts(stored)  # refuse a bad name before any worker touches the disk
+        job = _FileJob(stored, item)
+        if not item.chunks:
+            self._submit(self._run_empty, job)
+            return
+        offset = 0
+        for cid, size in item.chunks:
+            loc = self.lookup.get(cid)
+            if loc is None:
+                raise CorruptionError(f"cannot restore {item.path!r} from checkpoint {self.manifest_id}: "
+                                      f"chunk {cid.hex()[:16]} is missing from the index")
+            if self.current is None or not self.current.add(cid, loc, job, offset):
+                self.flush()
+                self.current = _RestoreBatch(loc.pack, loc)
+                self.current.add(cid, loc, job, offset)
+            offset += size
+
+    def flush(self) -> None:
+        if self.current is not None:
+            batch, self.current = self.current, None
+            self._submit(self._run_batch, batch)
+
+    def _submit(self, fn, arg) -> None:
+        self.raise_error()
+        self.slots.acquire()  # back-pressure: at most ``window`` batches fetched ahead
+        try:
+            self.pool.submit(self._guarded, fn, arg)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        """Submit the last batch and wait for every write; re-raise the first worker error."""
+        self.flush()
+        self.pool.shutdown(wait=True)
+        self.raise_error()
+
+    def abort(self) -> None:
+        """Stop after an error: let running batches end, then close what they left open."""
+        if self.error is None:
+            self.error = BankError("restore aborted")
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for job in list(self.open_jobs):
+            os.close(job.fd)
+        self.open_jobs.clear()
+
+    # -------------------------------------------------------------- workers
+    def _guarded(self, fn, arg) -> None:
+        try:
+            if self.error is None:
+                fn(arg)
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            with self.lock:
+                if self.error is None:
+                    self.error = exc
+        finally:
+            self.slots.release()
+
+    def _run_empty(self, job: _FileJob) -> None:
+        fd = self.restorer.open_file(job.stored)
+        self._close(job, fd)
+
+    def _run_batch(self, batch: _RestoreBatch) -> None:
+        def fail(targets, reason) -> CorruptionError:
+            return CorruptionError(f"cannot restore {targets[0][0].item.path!r} from checkpoint "
+                                   f"{self.manifest_id}: {reason}")
+
+        try:
+            data = self.bank.backend.get_range(pack_key(batch.pack), batch.start, batch.end - batch.start)
+        except ObjectNotFound:
+            raise fail(batch.chunks[0][2], f"pack {batch.pack} is missing") from None
+        view = memoryview(data)
+        for cid, loc, targets in batch.chunks:
+            rel = loc.offset - batch.start
+            piece = view[rel: rel + loc.length]
+            if len(piece) != loc.length:
+                raise fail(targets, f"pack {batch.pack} is truncated (chunk {cid.hex()[:16]})")
+            try:
+                plain = self.bank.crypto.open_chunk(cid, piece, as_view=True)
+            except CorruptionError as exc:
+                raise fail(targets, f"pack {batch.pack}: {exc}") from None
+            for job, offset in targets:
+                self._write(job, plain, offset)
+            del plain
+
+    def _write(self, job: _FileJob, data, offset: int) -> None:
+        with job.lock:
+            if job.fd < 0:
+                job.fd = self.restorer.open_file(job.stored)
+                with self.lock:
+                    self.open_jobs.add(job)
+            fd = job.fd
+        pwrite_sparse(fd, data, offset)
+        with job.lock:
+            job.pending -= 1
+            last = job.pending == 0
+        with self.lock:
+            self.bytes_done += len(data)
+        if last:
+            with self.lock:
+                self.open_jobs.discard(job)
+            self._close(job, fd)
+
+    def _close(self, job: _FileJob, fd: int) -> None:
+        self.restorer.close_file(fd, job.item)
+        with self.lock:
+            self.files_done += 1
+
+
 def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
                  on_progress: Optional[Callable[[Progress], None]] = None) -> RestoreReport:
     """Restore a checkpoint into ``dest_dir``; see :meth:`Bank.restore_tree`."""
@@ -268,56 +488,41 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
         prefix = prefix.strip("/")
         restorer = _TreeRestorer(dest_dir)
         progress = Progress(0, total, 0, total_items)
+        others = 0
 
-        def selected() -> Iterator[Tuple[str, Item]]:
+        def report_progress() -> None:
+            if on_progress:
+                progress.bytes_done = pipeline.bytes_done
+                progress.items_done = pipeline.files_done + others
+                on_progress(progress)
+
+        # Threads beyond the cores overlap the blocking file-creation and write calls.
+        pipeline = _ParallelRestore(bank, restorer, lookup, manifest_id, threads=bank.workers + 1,
+                                    window=bank.workers * 2 + 1)
+        try:
             for item in manifest.items():
                 if not prefix:
-                    yield item.path, item
+                    stored = item.path
                 elif item.path.startswith(prefix + "/"):
-                    yield item.path[len(prefix) + 1:], item
-
-        def events() -> Iterator[tuple]:
-            for stored, item in selected():
-                if item.type in (TYPE_FILE, TYPE_STREAM):
-                    yield ("mark", ("open", stored, item))
-                    for cid, _ in item.chunks:
-                        yield ("chunk", item, cid)
-                    yield ("mark", ("close", stored, item))
+                    stored = item.path[len(prefix) + 1:]
                 else:
-                    yield ("mark", ("other", stored, item))
-
-        fd = -1
-        with ThreadPoolExecutor(bank.workers, thread_name_prefix="bank-restore") as pool:
-            try:
-                for kind, tag, *rest in fetch_ordered(bank, events(), lookup, pool, window=bank.workers * 2):
-                    if kind == "chunk":
-                        data = rest[0]
-                        if isinstance(data, Exception):
-                            raise CorruptionError(f"cannot restore {tag.path!r} from checkpoint {manifest_id}: {data}")
-                        write_sparse(fd, data)
-                        progress.bytes_done += len(data)
-                        restorer.report.bytes += len(data)
-                        if on_progress:
-                            on_progress(progress)
-                        continue
-                    action, stored, item = tag
-                    if action == "open":
-                        fd = restorer.open_file(stored)
-                    elif action == "close":
-                        restorer.close_file(fd, item)
-                        fd = -1
-                        progress.items_done += 1
-                    elif item.type == TYPE_DIR:
-                        restorer.make_dir(stored, item)
-                        progress.items_done += 1
-                    elif item.type == TYPE_SYMLINK:
-                        restorer.make_symlink(stored, item)
-                        progress.items_done += 1
-                    if on_progress and action != "open":
-                        on_progress(progress)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+                    continue
+                if item.type in (TYPE_FILE, TYPE_STREAM):
+                    pipeline.add_file(stored, item)
+                    report_progress()
+                    continue
+                if item.type == TYPE_DIR:
+                    restorer.make_dir(stored, item)
+                elif item.type == TYPE_SYMLINK:
+                    restorer.make_symlink(stored, item)
+                others += 1
+                report_progress()
+            pipeline.finish()
+        except BaseException:
+            pipeline.abort()
+            raise
+        restorer.report.bytes = pipeline.bytes_done
+        report_progress()
         restorer.finish()
         return restorer.report
     finally:
