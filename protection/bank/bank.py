@@ -11,7 +11,7 @@ from .backends import Backend
 from .chunker import Chunker, ChunkerParams
 from .crypto import DEFAULT_SCRYPT_N, Crypto, MasterKey, open_key_file, seal_key_file
 from .errors import BankError, CorruptionError, ObjectNotFound
-from .index import ChunkLoc, build_full_lookup, pack_key, read_index_objects
+from .index import ChunkLoc, IndexCache, pack_key
 from .locks import DEFAULT_LEASE_TTL, Lease, wait_for_gc
 from .manifest import MANIFEST_KIND, MANIFEST_PREFIX, Manifest, manifest_key
 from .packs import DEFAULT_PACK_SIZE
@@ -19,6 +19,7 @@ from .packs import DEFAULT_PACK_SIZE
 if TYPE_CHECKING:
     from .check import CheckReport
     from .gc import GCReport
+    from .transfer import CopyReport
     from .writer import Writer
 
 CONFIG_KEY = "config"
@@ -55,6 +56,7 @@ class Bank:
         self.index_every_packs = max(1, index_every_packs)
         self.lease_ttl = lease_ttl
         self._lookup: Optional[Dict[bytes, ChunkLoc]] = None
+        self._index_cache = IndexCache()
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -155,10 +157,13 @@ class Bank:
 
     # ----------------------------------------------------------------- index
     def load_lookup(self, refresh: bool = True) -> Dict[bytes, ChunkLoc]:
-        """Chunk id -> location (tombstoned rows included; live rows win)."""
+        """Chunk id -> location (tombstoned rows included; live rows win).
+
+        A refresh lists the index and reads only the index objects this Bank has not
+        loaded yet (see :class:`~.index.IndexCache`), so repeated restores do not reload it.
+        """
         if refresh or self._lookup is None:
-            _, rows = read_index_objects(self.backend, self.crypto, self.workers)
-            self._lookup = build_full_lookup(rows)
+            self._lookup = self._index_cache.refresh(self.backend, self.crypto, self.workers)
         return self._lookup
 
     def read_chunk(self, chunk_id: bytes, what: str, lookup: Optional[Dict[bytes, ChunkLoc]] = None) -> bytes:
@@ -243,11 +248,11 @@ class Bank:
 
         return check_bank(self, read_data=read_data)
 
-    def copy_manifest_to(self, other: "Bank", manifest_id: str) -> Manifest:
-        """Copy a checkpoint with all its data into ``other`` (re-encrypting with its key)."""
-        from .reader import copy_manifest
+    def copy_manifest_to(self, other: "Bank", manifest_id: str, reference_id: Optional[str] = None) -> "CopyReport":
+        """Copy a checkpoint into ``other`` (its own keys), sending only chunks it lacks; see :mod:`.transfer`."""
+        from .transfer import copy_manifest
 
-        return copy_manifest(self, other, manifest_id)
+        return copy_manifest(self, other, manifest_id, reference_id)
 
     def stored_bytes(self) -> int:
         """Total size of every object in the bank."""

@@ -149,6 +149,8 @@ class Manifest:
         self.stats = ManifestStats.from_dict(doc.get("stats", {}))
         self.created: float = doc.get("created", 0.0)
         self.parent_id: Optional[str] = doc.get("parent_id")
+        # Set on a checkpoint copied from another bank: {"bank_id": ..., "manifest_id": ...}.
+        self.origin: Optional[dict] = doc.get("origin")
         hexes = doc.get("tree", "")
         self.tree_chunks: List[bytes] = [bytes.fromhex(hexes[64 * i: 64 * (i + 1)]) for i in range(len(hexes) // 64)]
         self._load_chunk = load_chunk
@@ -169,7 +171,8 @@ class Manifest:
                 yield cid
 
     @staticmethod
-    def encode(manifest_id: str, meta: dict, stats: ManifestStats, parent_id: Optional[str], tree: List[bytes]) -> bytes:
+    def encode(manifest_id: str, meta: dict, stats: ManifestStats, parent_id: Optional[str], tree: List[bytes],
+               origin: Optional[dict] = None) -> bytes:
         doc = {
             "version": 1,
             "id": manifest_id,
@@ -179,4 +182,6 @@ class Manifest:
             "stats": stats.to_dict(),
             "tree": "".join(cid.hex() for cid in tree),
         }
+        if origin:
+            doc["origin"] = origin
         return json.dumps(doc, separators=(",", ":")).encode()

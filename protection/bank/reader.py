@@ -561,33 +561,3 @@ def open_item(bank, manifest_id: str, name: str) -> Iterator[bytes]:
             lease.release()
 
     return generate()
-
-
-def copy_manifest(source, target, manifest_id: str):
-    """Copy one checkpoint into another bank: chunks are re-cut only implicitly (ids are re-keyed)."""
-    from .writer import Writer
-
-    manifest = source.read_manifest(manifest_id)
-    with Writer(target, manifest_id) as w:
-        for item in manifest.items():
-            if item.type in (TYPE_FILE, TYPE_STREAM):
-                data = open_item(source, manifest_id, item.path) if item.chunks else iter(())
-                copied = Item(path=item.path, type=item.type, mode=item.mode, uid=item.uid, gid=item.gid,
-                              mtime_ns=item.mtime_ns, meta=item.meta)
-                for chunk in data:
-                    w._submit_chunk(chunk, copied, _NoProgress)
-                w._finish_item(copied, _NoProgress)
-            else:
-                w._finish_item(item, _NoProgress)
-        return w.commit(dict(manifest.meta))
-
-
-class _NoProgressType:
-    bytes_done = 0
-    items_done = 0
-
-    def report(self) -> None:
-        pass
-
-
-_NoProgress = _NoProgressType()

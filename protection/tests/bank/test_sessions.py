@@ -126,7 +126,7 @@ def test_copy_manifest_to_another_bank(local_backend, tmp_path):
         w.commit(meta={"plan": "copy-me"})
     other = new_bank(LocalBackend(tmp_path / "other"), passphrase="another passphrase")
     copied = bank.copy_manifest_to(other, "orig")
-    assert copied.meta == {"plan": "copy-me"}
+    assert copied.manifest.meta == {"plan": "copy-me"}
     dest = str(tmp_path / "dest")
     other.restore_tree("orig", dest)
     os.unlink(os.path.join(dest, "dump.sql"))
