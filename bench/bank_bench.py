@@ -205,35 +205,29 @@ def rss_scaling(script: str, workdir: str, workers: int) -> None:
         rwall, rcpu, rrss, _ = run_measured(tool.restore(dest)[0], env=tool.env)
         print(f"  {mib:5d} MiB: protect peak RSS {rss:6.1f} MiB ({wall:.1f}s), restore peak RSS {rrss:6.1f} MiB "
               f"({rwall:.1f}s)", flush=True)
-        for path in (data, dest, os.path.dirname(tool.repo)):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 PHASES = ("full", "incr", "restore")
 Result = Tuple[float, float, float, int]  # wall s, cpu s, peak RSS MiB, repo bytes
 
 
-def make_tools(names: List[str], available: List[str], workdir: str, workers: int) -> List[Tool]:
-    tools: List[Tool] = []
-    for name in names:
-        if name == "bank":
-            tools.append(OurBank(workdir, workers))
-        elif name in available:
-            tools.append(Restic(workdir) if name == "restic" else Borg(workdir))
-        else:
-            print(f"skipping {name}: not installed")
-    return tools
+def make_tools(names: List[str], workdir: str, workers: int) -> List[Tool]:
+    kinds = {"bank": lambda: OurBank(workdir, workers), "restic": lambda: Restic(workdir), "borg": lambda: Borg(workdir)}
+    return [kinds[name]() for name in names]
 
 
 def run_round(number: int, tools: List[Tool], base: str, workdir: str, script: str) -> Dict[Tuple[str, str], Result]:
-    """One round on fresh repositories and a fresh copy of the dataset; every phase runs each tool back to back."""
+    """One round in its own directory: new repositories, a new copy of the dataset, each phase tool after tool.
+
+    Nothing is deleted until every round is over: on ext4 without a journal (this machine's
+    disk), creating files shortly after deleting many costs a scan over every recently
+    deleted inode, which would slow whichever tool runs after a deletion.
+    """
+    os.makedirs(workdir)
     data = os.path.join(workdir, "data")
-    shutil.rmtree(data, ignore_errors=True)
     # cp -a keeps mtimes, so every round's incremental sees the same unchanged files.
     subprocess.run(["cp", "-a", base, data], check=True)
     for tool in tools:
-        shutil.rmtree(tool.repo, ignore_errors=True)
-        shutil.rmtree(os.path.join(workdir, f"restore-{tool.name}"), ignore_errors=True)
         tool.init()
     results: Dict[Tuple[str, str], Result] = {}
 
@@ -299,8 +293,12 @@ def main() -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="bank-bench-", dir="/tmp")
     os.makedirs(workdir, exist_ok=True)
     available = ensure_tools()
-    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
-    tools = make_tools(wanted, available, workdir, args.workers)
+    names = []
+    for name in (t.strip() for t in args.tools.split(",") if t.strip()):
+        if name == "bank" or name in available:
+            names.append(name)
+        else:
+            print(f"skipping {name}: not installed")
 
     base = os.path.join(workdir, "data-base")
     try:
@@ -311,8 +309,10 @@ def main() -> int:
         rounds: List[Dict[Tuple[str, str], Result]] = []
         for number in range(1, args.rounds + 1):
             # Rotating who goes first spreads the cost of a cold cache or a busy neighbour over every tool.
-            shift = (number - 1) % len(tools)
-            rounds.append(run_round(number, tools[shift:] + tools[:shift], base, workdir, script))
+            shift = (number - 1) % len(names)
+            round_dir = os.path.join(workdir, f"round-{number}")
+            tools = make_tools(names[shift:] + names[:shift], round_dir, args.workers)
+            rounds.append(run_round(number, tools, base, round_dir, script))
             if len(rounds) > 1 and ("restic", "full") in rounds[-1] and ("bank", "full") in rounds[-1]:
                 print(f"  round {number} ratio vs restic: {format_ratios(ratios(rounds[-1]))}", flush=True)
 
@@ -322,11 +322,11 @@ def main() -> int:
                   f"{'peak RSS MiB':>13s} {'repo MiB':>9s}")
         print(header)
         print("-" * len(header))
-        for tool in tools:
+        for name in names:
             for label in PHASES:
-                runs = [r[(tool.name, label)] for r in rounds]
+                runs = [r[(name, label)] for r in rounds]
                 walls = [x[0] for x in runs]
-                print(f"{tool.name:8s} {label:8s} {statistics.median(walls):8.2f} "
+                print(f"{name:8s} {label:8s} {statistics.median(walls):8.2f} "
                       f"{min(walls):6.2f}-{max(walls):<6.2f} {statistics.median(x[1] for x in runs):8.2f} "
                       f"{statistics.median(x[2] for x in runs):13.1f} "
                       f"{statistics.median(x[3] for x in runs) / 2**20:9.1f}")
