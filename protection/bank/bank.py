@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional
 
 from .backends import Backend
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from .writer import Writer
 
 CONFIG_KEY = "config"
+TREE_CACHE_BYTES = 8 * 1024 * 1024
 KEY_FILE_KEY = "keys/key"
 FORMAT_VERSION = 1
 
@@ -57,6 +60,8 @@ class Bank:
         self.lease_ttl = lease_ttl
         self._lookup: Optional[Dict[bytes, ChunkLoc]] = None
         self._index_cache = IndexCache()
+        # Item lists are read by the caller, then by the restore: keep recent ones (content-addressed, never stale).
+        self._tree_cache = _ChunkCache(TREE_CACHE_BYTES)
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -210,7 +215,10 @@ class Bank:
             raise CorruptionError(f"manifest {manifest_id}: id mismatch ({doc.get('id')!r})")
 
         def load(cid: bytes, what: str) -> bytes:
-            return self.read_chunk(cid, what, lookup)
+            cached = self._tree_cache.get(cid)
+            if cached is None:
+                cached = self._tree_cache.put(cid, self.read_chunk(cid, what, lookup))
+            return cached
 
         return Manifest(doc, load)
 
@@ -257,6 +265,35 @@ class Bank:
     def stored_bytes(self) -> int:
         """Total size of every object in the bank."""
         return sum(info.size for info in self.backend.list(""))
+
+
+class _ChunkCache:
+    """A small thread-safe LRU of verified chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: "OrderedDict[bytes, bytes]" = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, cid: bytes) -> Optional[bytes]:
+        with self._lock:
+            data = self._data.get(cid)
+            if data is not None:
+                self._data.move_to_end(cid)
+            return data
+
+    def put(self, cid: bytes, data: bytes) -> bytes:
+        if len(data) > self.max_bytes // 4:
+            return data
+        with self._lock:
+            if cid not in self._data:
+                self._data[cid] = data
+                self._size += len(data)
+                while self._size > self.max_bytes:
+                    _, old = self._data.popitem(last=False)
+                    self._size -= len(old)
+        return data
 
 
 def default_workers() -> int:

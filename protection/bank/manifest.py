@@ -12,6 +12,7 @@ import json
 import re
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -156,12 +157,29 @@ class Manifest:
         self._load_chunk = load_chunk
 
     def items(self) -> Iterator[Item]:
-        """Stream the items in the order they were written (one tree chunk in memory at a time)."""
-        for cid in self.tree_chunks:
-            data = self._load_chunk(cid, f"item list of checkpoint {self.id}")
-            for line in data.decode("utf-8").splitlines():
-                if line:
-                    yield Item.from_json(line)
+        """Stream the items in the order they were written (at most two tree chunks in memory).
+
+        The next tree chunk is fetched in the background while this one is parsed, so a
+        large item list on a remote bank does not stall its consumer at every chunk.
+        """
+        what = f"item list of checkpoint {self.id}"
+        if len(self.tree_chunks) <= 1:
+            for cid in self.tree_chunks:
+                yield from self._parse(self._load_chunk(cid, what))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="bank-items") as pool:
+            upcoming = pool.submit(self._load_chunk, self.tree_chunks[0], what)
+            for cid in self.tree_chunks[1:]:
+                data = upcoming.result()
+                upcoming = pool.submit(self._load_chunk, cid, what)
+                yield from self._parse(data)
+            yield from self._parse(upcoming.result())
+
+    @staticmethod
+    def _parse(data: bytes) -> Iterator[Item]:
+        for line in data.decode("utf-8").splitlines():
+            if line:
+                yield Item.from_json(line)
 
     def chunk_ids(self) -> Iterator[bytes]:
         """Every chunk id the checkpoint needs (tree chunks first, then data chunks)."""
