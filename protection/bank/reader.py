@@ -346,8 +346,10 @@ class _ParallelRestore:
     ``window`` batches are in flight, which bounds memory whatever the checkpoint's size.
     """
 
-    def __init__(self, bank, restorer: "_TreeRestorer", lookup, manifest_id: str, threads: int, window: int) -> None:
+    def __init__(self, bank, restorer: "_TreeRestorer", lookup, manifest_id: str, threads: int, window: int,
+                 on_batch: Optional[Callable[[], None]] = None) -> None:
         self.bank = bank
+        self.on_batch = on_batch
         self.restorer = restorer
         self.lookup = lookup
         self.manifest_id = manifest_id
@@ -392,6 +394,8 @@ class _ParallelRestore:
         except BaseException:
             self.slots.release()
             raise
+        if self.on_batch:  # progress of a large file shows while it is being written
+            self.on_batch()
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -498,7 +502,7 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
 
         # Threads beyond the cores overlap the blocking file-creation and write calls.
         pipeline = _ParallelRestore(bank, restorer, lookup, manifest_id, threads=bank.workers + 1,
-                                    window=bank.workers * 2 + 1)
+                                    window=bank.workers * 2 + 1, on_batch=report_progress)
         try:
             for item in manifest.items():
                 if not prefix:
@@ -509,7 +513,6 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
                     continue
                 if item.type in (TYPE_FILE, TYPE_STREAM):
                     pipeline.add_file(stored, item)
-                    report_progress()
                     continue
                 if item.type == TYPE_DIR:
                     restorer.make_dir(stored, item)
