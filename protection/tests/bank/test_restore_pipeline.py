@@ -105,3 +105,30 @@ def test_restore_reads_only_index_objects_it_has_not_seen(tmp_path):
     bank.restore_tree("second", str(tmp_path / "r4"))
     assert backend.gets["index"] == len(list(backend.list(INDEX_PREFIX)))
     assert snapshot(str(tmp_path / "r4")) == snapshot(str(tmp_path / "r2"))
+
+
+def _stream(total: int, block: int = 1 << 20):
+    for n in range(total // block):
+        yield pseudo_random(block, f"block {n}")
+
+
+def test_restore_memory_does_not_grow_with_data(local_backend, tmp_path):
+    import tracemalloc
+
+    bank = new_bank(local_backend, pack_size=4 * 1024 * 1024)
+    for mid, mib in (("small", 16), ("large", 96)):
+        with bank.writer(mid) as w:
+            w.add_stream("big", _stream(mib * 1024 * 1024))
+            w.commit()
+    peaks = {}
+    for mid in ("small", "large"):
+        tracemalloc.start()
+        try:
+            bank.restore_tree(mid, str(tmp_path / mid))
+            peaks[mid] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    print(f"\nrestore peak traced memory: {peaks}")
+    assert os.path.getsize(tmp_path / "large" / "big") == 96 * 1024 * 1024
+    assert peaks["large"] < 40 * 1024 * 1024, peaks
+    assert peaks["large"] < peaks["small"] * 1.5 + 4 * 1024 * 1024, peaks
