@@ -23,28 +23,20 @@ from .bank import Bank
 from .errors import BankError
 
 
-def _backend(args: argparse.Namespace) -> Backend:
-    if args.s3_bucket:
+def _backend(args: argparse.Namespace, to: str = "") -> Backend:
+    """The bank named by ``--bank``/``--s3-*`` (or, with ``to="to_"``, by ``--to-bank``/``--to-s3-*``)."""
+    option = to.replace("_", "-")
+    bucket = getattr(args, f"{to}s3_bucket")
+    if bucket:
         return S3Backend(
-            bucket=args.s3_bucket, prefix=args.s3_prefix or "", endpoint_url=args.s3_endpoint,
+            bucket=bucket, prefix=getattr(args, f"{to}s3_prefix") or "", endpoint_url=getattr(args, f"{to}s3_endpoint"),
             access_key=os.environ.get("AWS_ACCESS_KEY_ID"), secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            region=args.s3_region,
+            region=getattr(args, f"{to}s3_region"),
         )
-    if not args.bank:
-        raise BankError("--bank DIR or --s3-bucket is required")
-    return LocalBackend(args.bank)
-
-
-def _destination(args: argparse.Namespace) -> Backend:
-    if args.to_s3_bucket:
-        return S3Backend(
-            bucket=args.to_s3_bucket, prefix=args.to_s3_prefix or "", endpoint_url=args.to_s3_endpoint,
-            access_key=os.environ.get("AWS_ACCESS_KEY_ID"), secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            region=args.to_s3_region,
-        )
-    if not args.to_bank:
-        raise BankError("copy needs --to-bank DIR or --to-s3-bucket")
-    return LocalBackend(args.to_bank)
+    directory = getattr(args, f"{to}bank")
+    if not directory:
+        raise BankError(f"--{option}bank DIR or --{option}s3-bucket is required")
+    return LocalBackend(directory)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -110,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "seconds": round(time.monotonic() - started, 3)}))
         elif args.command == "copy":
             to_passphrase = os.environ.get("BANK_TO_PASSPHRASE", passphrase or "") or None
-            target = Bank.init_or_open(_destination(args), to_passphrase, workers=args.workers)
+            target = Bank.init_or_open(_backend(args, to="to_"), to_passphrase, workers=args.workers)
             report = bank.copy_manifest_to(target, args.id, reference_id=args.reference)
             fields = {k: v for k, v in report.__dict__.items() if k != "manifest"}
             print(json.dumps(dict(fields, id=report.manifest.id)))

@@ -243,28 +243,6 @@ SPARSE_BLOCK = 64 * 1024
 _ZERO_BLOCK = bytes(SPARSE_BLOCK)
 
 
-def write_sparse(fd: int, data: bytes) -> None:
-    """Write ``data`` at the current offset, seeking over all-zero 64 KiB blocks to leave holes."""
-    n = len(data)
-    view = memoryview(data)
-    run_start = 0
-    pos = 0
-    while pos < n:
-        end = pos + SPARSE_BLOCK
-        # Cheap probes first: real data almost never starts and ends a block with zero bytes.
-        if end <= n and data[pos] == 0 and data[end - 1] == 0 and data[pos:end] == _ZERO_BLOCK:
-            _write_all(fd, view[run_start:pos])
-            os.lseek(fd, SPARSE_BLOCK, os.SEEK_CUR)
-            run_start = end
-        pos = end
-    _write_all(fd, view[run_start:n])
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def pwrite_sparse(fd: int, data, offset: int) -> None:
     """Write ``data`` at ``offset`` without moving the file position, leaving all-zero 64 KiB blocks as holes.
 
