@@ -159,3 +159,26 @@ def test_copy_refuses_bad_requests(local_backend, tmp_path):
     with pytest.raises(BankError, match="already exists"):
         source.copy_manifest_to(destination, "ckpt")
     assert destination.list_manifests() == ["ckpt"]
+
+
+def test_cli_copy_creates_the_destination_and_reports(tmp_path, monkeypatch, capsys):
+    import json
+
+    from protection.bank import cli
+
+    src = str(tmp_path / "src")
+    _dataset(src, files=4)
+    monkeypatch.setenv("BANK_PASSPHRASE", "source secret")
+    monkeypatch.setenv("BANK_TO_PASSPHRASE", "destination secret")
+    source_dir, dest_dir = str(tmp_path / "source"), str(tmp_path / "destination")
+    assert cli.main(["--bank", source_dir, "init"]) == 0
+    assert cli.main(["--bank", source_dir, "protect", src, "--id", "ckpt"]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["--bank", source_dir, "copy", "ckpt", "--to-bank", dest_dir]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["id"] == "ckpt" and report["bytes"] == 4 * 256 * 1024 and report["bytes_sent"] > 0
+    destination = Bank.open(LocalBackend(dest_dir), "destination secret")
+    assert _restored(destination, "ckpt", str(tmp_path / "restored")) == snapshot(src)
+    assert cli.main(["--bank", source_dir, "copy", "ckpt"]) == 2  # no destination named
