@@ -255,7 +255,8 @@ def pwrite_sparse(fd: int, data, offset: int) -> None:
     pos = 0
     while pos < n:
         end = pos + SPARSE_BLOCK
-        if end <= n and view[pos] == 0 and view[end - 1] == 0 and view[pos:end] == _ZERO_BLOCK:
+        # Cheap probes first: real data almost never starts and ends a block with zero bytes.
+        if end <= n and view[pos] == 0 and view[end - 1] == 0 and view[pos:end].tobytes() == _ZERO_BLOCK:
             _pwrite_all(fd, view[run_start:pos], offset + run_start)
             run_start = end
         pos = end
