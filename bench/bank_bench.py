@@ -235,6 +235,8 @@ def run_round(number: int, tools: List[Tool], base: str, workdir: str, script: s
         warm(data)
         for tool in tools:
             cmd, cwd = build(tool)
+            # Write back what the previous step left dirty, so its flush does not land on this tool's fsyncs.
+            os.sync()
             wall, cpu, rss, _ = run_measured(cmd, cwd=cwd or data, env=tool.env)
             size = tool.size()
             results[(tool.name, label)] = (wall, cpu, rss, size)
