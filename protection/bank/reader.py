@@ -22,6 +22,9 @@ from .writer import Progress
 BATCH_RAW_LIMIT = 8 * 1024 * 1024
 BATCH_GAP_LIMIT = 512 * 1024
 BATCH_MAX_CHUNKS = 2048
+# Each restore worker holds one batch and its decoded chunks: 4 MiB keeps peak RSS ~57 MiB from
+# 256 MiB to 1 GiB restored (8 MiB: 61 -> 75 MiB) at the same speed on a local bank.
+RESTORE_BATCH_RAW_LIMIT = 4 * 1024 * 1024
 
 
 class _Batch:
@@ -305,7 +308,8 @@ class _RestoreBatch:
             self.chunks[known][2].append((job, file_offset))
             return True
         if self.chunks and (loc.offset < self.end or loc.offset - self.end > BATCH_GAP_LIMIT
-                            or self.raw + loc.raw_size > BATCH_RAW_LIMIT or len(self.chunks) >= BATCH_MAX_CHUNKS):
+                            or self.raw + loc.raw_size > RESTORE_BATCH_RAW_LIMIT
+                            or len(self.chunks) >= BATCH_MAX_CHUNKS):
             return False
         self.end = loc.offset + loc.length
         self.raw += loc.raw_size
