@@ -41,6 +41,9 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+_MAX_QUEUED_OPS = 4096
+
+
 class _Call:
     """Progress accounting of one add_tree/add_stream call."""
 
@@ -346,6 +349,8 @@ class Writer:
         """Append a chunk the bank holds (see :meth:`has_chunk`) to ``item`` without its data."""
         self._check_open()
         self._ops.append(("known", chunk_id, size, item))
+        if len(self._ops) > _MAX_QUEUED_OPS:  # a long run of known chunks must not queue without bound
+            self._drain(0)
 
     def add_item(self, item: Item) -> None:
         """Record ``item`` once the chunks added for it before are stored (dirs and links have none)."""
