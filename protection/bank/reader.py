@@ -1,8 +1,10 @@
-"""Reading checkpoints back: restore a tree, stream one item, copy to another bank.
+"""Reading checkpoints back: restore a tree, stream one item.
 
 Chunk fetches are planned in order and coalesced: consecutive chunks stored close
-together in the same pack are read with one ranged GET (at most ~8 MiB), then verified
-(decrypt, decompress, re-hash) on a thread pool while the calling thread writes files.
+together in the same pack are read with one ranged GET, then verified (decrypt,
+decompress, re-hash) on a thread pool. ``fetch_ordered`` hands the verified chunks back
+in order (streaming one item, verify, copy); a tree restore (``_ParallelRestore``) lets
+the workers write them straight into their files, many files at once.
 """
 from __future__ import annotations
 
