@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark the bank against restic and borg: full protect, incremental, restore, size.
 
-    .venv/bin/python bench/bank_bench.py [--mib 512] [--workdir DIR] [--rss-scaling]
+    .venv/bin/python bench/bank_bench.py [--mib 512] [--rounds 5] [--workdir DIR] [--rss-scaling]
 
 Each tool runs in its own subprocess; wall time, CPU (user+sys of the child from
 os.wait4) and peak RSS (ru_maxrss) are measured per run. All tools use encryption and
 zstd-class compression (restic ``--compression auto``, borg ``zstd,3`` repokey). The page
 cache cannot be dropped reliably, so the tree is read once first and every tool runs warm.
-The last line is ``ratio vs restic: full=X incr=Y restore=Z size=W`` (ours / restic's).
+
+The machine is shared and noisy, so ``--rounds N`` repeats everything N times: each round
+starts from fresh repositories and a fresh copy of the dataset, runs each phase for every
+tool back to back (the tool going first rotates), checks every restore against the source,
+and the table shows medians. The last line is
+``ratio vs restic: full=X incr=Y restore=Z size=W rss=V`` (ours / restic's; with rounds, the
+median of the per-round ratios, each round's tools having run side by side).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,13 +70,17 @@ def tree_size(path: str) -> int:
 
 
 def warm(path: str) -> None:
-    for root, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            if os.path.isfile(full) and not os.path.islink(full):
-                with open(full, "rb") as f:
-                    while f.read(1 << 22):
-                        pass
+    """Read the tree twice: Linux activates a cached page on its second read, and that costs about
+    as much system time as the read itself (~1 s for 512 MiB here), which would otherwise fall on
+    whichever tool reads the tree first."""
+    for _ in range(2):
+        for root, _, files in os.walk(path):
+            for name in files:
+                full = os.path.join(root, name)
+                if os.path.isfile(full) and not os.path.islink(full):
+                    with open(full, "rb") as f:
+                        while f.read(1 << 22):
+                            pass
 
 
 def tree_digest(path: str) -> Dict[str, str]:
@@ -198,88 +209,143 @@ def rss_scaling(script: str, workdir: str, workers: int) -> None:
         rwall, rcpu, rrss, _ = run_measured(tool.restore(dest)[0], env=tool.env)
         print(f"  {mib:5d} MiB: protect peak RSS {rss:6.1f} MiB ({wall:.1f}s), restore peak RSS {rrss:6.1f} MiB "
               f"({rwall:.1f}s)", flush=True)
-        for path in (data, dest, os.path.dirname(tool.repo)):
-            shutil.rmtree(path, ignore_errors=True)
+
+
+PHASES = ("full", "incr", "restore")
+Result = Tuple[float, float, float, int]  # wall s, cpu s, peak RSS MiB, repo bytes
+
+
+def make_tools(names: List[str], workdir: str, workers: int) -> List[Tool]:
+    kinds = {"bank": lambda: OurBank(workdir, workers), "restic": lambda: Restic(workdir), "borg": lambda: Borg(workdir)}
+    return [kinds[name]() for name in names]
+
+
+def run_round(number: int, tools: List[Tool], base: str, workdir: str, script: str) -> Dict[Tuple[str, str], Result]:
+    """One round in its own directory: new repositories, a new copy of the dataset, each phase tool after tool.
+
+    Nothing is deleted until every round is over: on ext4 without a journal (this machine's
+    disk), creating files shortly after deleting many costs a scan over every recently
+    deleted inode, which would slow whichever tool runs after a deletion.
+    """
+    os.makedirs(workdir)
+    data = os.path.join(workdir, "data")
+    # cp -a keeps mtimes, so every round's incremental sees the same unchanged files.
+    subprocess.run(["cp", "-a", base, data], check=True)
+    for tool in tools:
+        tool.init()
+    results: Dict[Tuple[str, str], Result] = {}
+
+    def phase(label: str, build) -> None:
+        warm(data)
+        for tool in tools:
+            cmd, cwd = build(tool)
+            # Write back what the previous step left dirty, so its flush does not land on this tool's fsyncs.
+            os.sync()
+            wall, cpu, rss, _ = run_measured(cmd, cwd=cwd or data, env=tool.env)
+            size = tool.size()
+            results[(tool.name, label)] = (wall, cpu, rss, size)
+            print(f"  round {number} {tool.name:7s} {label:8s} {wall:7.2f}s wall {cpu:7.2f}s cpu {rss:7.1f} MiB RSS "
+                  f"{size / 2**20:8.1f} MiB repo", flush=True)
+
+    phase("full", lambda t: (t.full(data), None))
+    subprocess.run([sys.executable, script, data, "--mutate", "5"], check=True)
+    phase("incr", lambda t: (t.incr(data), None))
+
+    def restore_cmd(tool: Tool):
+        dest = os.path.join(workdir, f"restore-{tool.name}")
+        os.makedirs(dest)
+        cmd, cwd = tool.restore(dest)
+        return cmd, cwd or dest
+
+    phase("restore", restore_cmd)
+    expected = tree_digest(data)
+    for tool in tools:
+        got = tree_digest(os.path.join(workdir, f"restore-{tool.name}"))
+        if got != expected:
+            raise RuntimeError(f"round {number}: {tool.name}'s restore differs from the source tree")
+    print(f"  round {number}: every restore matches the source tree", flush=True)
+    return results
+
+
+def ratios(results: Dict[Tuple[str, str], Result]) -> Dict[str, float]:
+    """Ours / restic's: wall time per phase, repository size after the incremental, peak RSS of the restore."""
+    def of(label: str, col: int) -> float:
+        return results[("bank", label)][col] / results[("restic", label)][col]
+
+    return {"full": of("full", 0), "incr": of("incr", 0), "restore": of("restore", 0), "size": of("incr", 3),
+            "rss": max(results[("bank", p)][2] for p in PHASES) / max(results[("restic", p)][2] for p in PHASES)}
+
+
+def format_ratios(r: Dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.2f}" for k, v in r.items())
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset-script", default=os.path.join(REPO_ROOT, "..", "shared", "bench", "make_dataset.py"))
     p.add_argument("--mib", type=int, default=512)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds on fresh repositories, tool order rotated each round; medians are reported")
     p.add_argument("--workdir", default=None, help="default: a new directory under /tmp")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--tools", default="bank,restic,borg")
     p.add_argument("--rss-scaling", action="store_true", help="also print peak RSS for 256 vs 1024 MiB")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
 
     script = os.path.abspath(args.dataset_script)
     workdir = args.workdir or tempfile.mkdtemp(prefix="bank-bench-", dir="/tmp")
     os.makedirs(workdir, exist_ok=True)
     available = ensure_tools()
-    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
-    tools: List[Tool] = []
-    for name in wanted:
-        if name == "bank":
-            tools.append(OurBank(workdir, args.workers))
-        elif name in available:
-            tools.append(Restic(workdir) if name == "restic" else Borg(workdir))
+    names = []
+    for name in (t.strip() for t in args.tools.split(",") if t.strip()):
+        if name == "bank" or name in available:
+            names.append(name)
         else:
             print(f"skipping {name}: not installed")
 
-    data = os.path.join(workdir, "data")
+    base = os.path.join(workdir, "data-base")
     try:
-        print(f"building {args.mib} MiB dataset in {data} ...", flush=True)
-        shutil.rmtree(data, ignore_errors=True)
-        make_dataset(script, data, args.mib)
-        data_bytes = tree_size(data)
-        for tool in tools:
-            shutil.rmtree(tool.repo, ignore_errors=True)
-            tool.init()
-        results: Dict[Tuple[str, str], Tuple[float, float, float, int]] = {}
+        print(f"building {args.mib} MiB dataset in {base} ...", flush=True)
+        shutil.rmtree(base, ignore_errors=True)
+        make_dataset(script, base, args.mib)
+        data_bytes = tree_size(base)
+        rounds: List[Dict[Tuple[str, str], Result]] = []
+        for number in range(1, args.rounds + 1):
+            # Rotating who goes first spreads the cost of a cold cache or a busy neighbour over every tool.
+            shift = (number - 1) % len(names)
+            round_dir = os.path.join(workdir, f"round-{number}")
+            tools = make_tools(names[shift:] + names[:shift], round_dir, args.workers)
+            rounds.append(run_round(number, tools, base, round_dir, script))
+            if len(rounds) > 1 and ("restic", "full") in rounds[-1] and ("bank", "full") in rounds[-1]:
+                print(f"  round {number} ratio vs restic: {format_ratios(ratios(rounds[-1]))}", flush=True)
 
-        def phase(label: str, build) -> None:
-            warm(data)
-            for tool in tools:
-                cmd, cwd = build(tool)
-                wall, cpu, rss, _ = run_measured(cmd, cwd=cwd or data, env=tool.env)
-                size = tool.size()
-                results[(tool.name, label)] = (wall, cpu, rss, size)
-                print(f"  {tool.name:7s} {label:8s} {wall:7.2f}s wall {cpu:7.2f}s cpu {rss:7.1f} MiB RSS "
-                      f"{size / 2**20:8.1f} MiB repo", flush=True)
-
-        phase("full", lambda t: (t.full(data), None))
-        subprocess.run([sys.executable, script, data, "--mutate", "5"], check=True)
-        phase("incr", lambda t: (t.incr(data), None))
-
-        def restore_cmd(tool: Tool):
-            dest = os.path.join(workdir, f"restore-{tool.name}")
-            shutil.rmtree(dest, ignore_errors=True)
-            os.makedirs(dest)
-            cmd, cwd = tool.restore(dest)
-            return cmd, cwd or dest
-
-        phase("restore", restore_cmd)
-        expected = tree_digest(data)
-        for tool in tools:
-            got = tree_digest(os.path.join(workdir, f"restore-{tool.name}"))
-            print(f"  {tool.name} restore {'matches' if got == expected else 'DIFFERS FROM'} the source tree")
-
-        print(f"\ndataset: {data_bytes / 2**20:.1f} MiB, workers={args.workers}, cpus={os.cpu_count()}")
-        header = f"{'tool':8s} {'phase':8s} {'wall s':>8s} {'cpu s':>8s} {'peak RSS MiB':>13s} {'repo MiB':>9s}"
+        print(f"\ndataset: {data_bytes / 2**20:.1f} MiB, workers={args.workers}, cpus={os.cpu_count()}, "
+              f"rounds={len(rounds)} (medians)")
+        header = (f"{'tool':8s} {'phase':8s} {'wall s':>8s} {'min-max wall':>13s} {'cpu s':>8s} "
+                  f"{'peak RSS MiB':>13s} {'repo MiB':>9s}")
         print(header)
         print("-" * len(header))
-        for tool in tools:
-            for label in ("full", "incr", "restore"):
-                wall, cpu, rss, size = results[(tool.name, label)]
-                print(f"{tool.name:8s} {label:8s} {wall:8.2f} {cpu:8.2f} {rss:13.1f} {size / 2**20:9.1f}")
+        for name in names:
+            for label in PHASES:
+                runs = [r[(name, label)] for r in rounds]
+                walls = [x[0] for x in runs]
+                print(f"{name:8s} {label:8s} {statistics.median(walls):8.2f} "
+                      f"{min(walls):6.2f}-{max(walls):<6.2f} {statistics.median(x[1] for x in runs):8.2f} "
+                      f"{statistics.median(x[2] for x in runs):13.1f} "
+                      f"{statistics.median(x[3] for x in runs) / 2**20:9.1f}")
         if args.rss_scaling:
             rss_scaling(script, workdir, args.workers)
-        if ("bank", "full") in results and ("restic", "full") in results:
-            def ratio(label: str, col: int) -> float:
-                return results[("bank", label)][col] / results[("restic", label)][col]
-            print(f"ratio vs restic: full={ratio('full', 0):.2f} incr={ratio('incr', 0):.2f} "
-                  f"restore={ratio('restore', 0):.2f} size={ratio('restore', 3):.2f}")
+        if ("bank", "full") in rounds[0] and ("restic", "full") in rounds[0]:
+            per_round = [ratios(r) for r in rounds]
+            if len(rounds) > 1:
+                print("per-round ratios vs restic:")
+                for number, r in enumerate(per_round, 1):
+                    print(f"  round {number}: {format_ratios(r)}")
+            median = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+            print(f"ratio vs restic{' (median of the rounds)' if len(rounds) > 1 else ''}: {format_ratios(median)}")
         return 0
     finally:
         if not args.keep and not args.workdir:

@@ -27,10 +27,11 @@ from .errors import (
 from .gc import GCReport
 from .manifest import Item, Manifest, ManifestStats
 from .reader import RestoreReport
+from .transfer import CopyReport
 from .writer import Progress, Writer
 
 __all__ = [
     "Backend", "LocalBackend", "S3Backend", "ObjectInfo", "Bank", "Writer", "Manifest", "ManifestStats", "Item",
-    "Progress", "CheckReport", "GCReport", "RestoreReport", "ChunkerParams", "BankError", "BackendError",
+    "Progress", "CheckReport", "GCReport", "RestoreReport", "CopyReport", "ChunkerParams", "BankError", "BackendError",
     "ObjectNotFound", "CorruptionError", "WrongPassphraseError", "BankLockedError", "IndexMismatchError",
 ]

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional
 
 from .backends import Backend
 from .chunker import Chunker, ChunkerParams
 from .crypto import DEFAULT_SCRYPT_N, Crypto, MasterKey, open_key_file, seal_key_file
 from .errors import BankError, CorruptionError, ObjectNotFound
-from .index import ChunkLoc, build_full_lookup, pack_key, read_index_objects
+from .index import ChunkLoc, IndexCache, pack_key
 from .locks import DEFAULT_LEASE_TTL, Lease, wait_for_gc
 from .manifest import MANIFEST_KIND, MANIFEST_PREFIX, Manifest, manifest_key
 from .packs import DEFAULT_PACK_SIZE
@@ -19,9 +21,11 @@ from .packs import DEFAULT_PACK_SIZE
 if TYPE_CHECKING:
     from .check import CheckReport
     from .gc import GCReport
+    from .transfer import CopyReport
     from .writer import Writer
 
 CONFIG_KEY = "config"
+TREE_CACHE_BYTES = 8 * 1024 * 1024
 KEY_FILE_KEY = "keys/key"
 FORMAT_VERSION = 1
 
@@ -55,6 +59,9 @@ class Bank:
         self.index_every_packs = max(1, index_every_packs)
         self.lease_ttl = lease_ttl
         self._lookup: Optional[Dict[bytes, ChunkLoc]] = None
+        self._index_cache = IndexCache()
+        # Item lists are read by the caller, then by the restore: keep recent ones (content-addressed, never stale).
+        self._tree_cache = _ChunkCache(TREE_CACHE_BYTES)
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -155,10 +162,13 @@ class Bank:
 
     # ----------------------------------------------------------------- index
     def load_lookup(self, refresh: bool = True) -> Dict[bytes, ChunkLoc]:
-        """Chunk id -> location (tombstoned rows included; live rows win)."""
+        """Chunk id -> location (tombstoned rows included; live rows win).
+
+        A refresh lists the index and reads only the index objects this Bank has not
+        loaded yet (see :class:`~.index.IndexCache`), so repeated restores do not reload it.
+        """
         if refresh or self._lookup is None:
-            _, rows = read_index_objects(self.backend, self.crypto, self.workers)
-            self._lookup = build_full_lookup(rows)
+            self._lookup = self._index_cache.refresh(self.backend, self.crypto, self.workers)
         return self._lookup
 
     def read_chunk(self, chunk_id: bytes, what: str, lookup: Optional[Dict[bytes, ChunkLoc]] = None) -> bytes:
@@ -205,7 +215,10 @@ class Bank:
             raise CorruptionError(f"manifest {manifest_id}: id mismatch ({doc.get('id')!r})")
 
         def load(cid: bytes, what: str) -> bytes:
-            return self.read_chunk(cid, what, lookup)
+            cached = self._tree_cache.get(cid)
+            if cached is None:
+                cached = self._tree_cache.put(cid, self.read_chunk(cid, what, lookup))
+            return cached
 
         return Manifest(doc, load)
 
@@ -247,15 +260,44 @@ class Bank:
 
         return check_bank(self, read_data=read_data)
 
-    def copy_manifest_to(self, other: "Bank", manifest_id: str) -> Manifest:
-        """Copy a checkpoint with all its data into ``other`` (re-encrypting with its key)."""
-        from .reader import copy_manifest
+    def copy_manifest_to(self, other: "Bank", manifest_id: str, reference_id: Optional[str] = None) -> "CopyReport":
+        """Copy a checkpoint into ``other`` (its own keys), sending only chunks it lacks; see :mod:`.transfer`."""
+        from .transfer import copy_manifest
 
-        return copy_manifest(self, other, manifest_id)
+        return copy_manifest(self, other, manifest_id, reference_id)
 
     def stored_bytes(self) -> int:
         """Total size of every object in the bank."""
         return sum(info.size for info in self.backend.list(""))
+
+
+class _ChunkCache:
+    """A small thread-safe LRU of verified chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: "OrderedDict[bytes, bytes]" = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, cid: bytes) -> Optional[bytes]:
+        with self._lock:
+            data = self._data.get(cid)
+            if data is not None:
+                self._data.move_to_end(cid)
+            return data
+
+    def put(self, cid: bytes, data: bytes) -> bytes:
+        if len(data) > self.max_bytes // 4:
+            return data
+        with self._lock:
+            if cid not in self._data:
+                self._data[cid] = data
+                self._size += len(data)
+                while self._size > self.max_bytes:
+                    _, old = self._data.popitem(last=False)
+                    self._size -= len(old)
+        return data
 
 
 def default_workers() -> int:

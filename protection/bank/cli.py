@@ -1,9 +1,11 @@
 """Command line for the bank (used by the benchmark and by operators).
 
-    python -m protection.bank.cli --bank DIR [--workers N] init|protect|restore|list|check|gc|passwd ...
+    python -m protection.bank.cli --bank DIR [--workers N] init|protect|restore|copy|list|check|gc|passwd ...
 
 The passphrase comes from ``$BANK_PASSPHRASE`` (unset or empty: unencrypted bank);
-``passwd`` reads the new one from ``$BANK_NEW_PASSPHRASE``. S3: ``--s3-bucket`` with
+``passwd`` reads the new one from ``$BANK_NEW_PASSPHRASE``; ``copy ID --to-bank DIR`` (or
+``--to-s3-bucket`` ...) opens the destination with ``$BANK_TO_PASSPHRASE`` (unset: the
+source's), creating it when the location is empty. S3: ``--s3-bucket`` with
 ``--s3-endpoint``/``--s3-prefix``/``--s3-region`` and ``$AWS_ACCESS_KEY_ID``/``$AWS_SECRET_ACCESS_KEY``.
 """
 from __future__ import annotations
@@ -21,16 +23,20 @@ from .bank import Bank
 from .errors import BankError
 
 
-def _backend(args: argparse.Namespace) -> Backend:
-    if args.s3_bucket:
+def _backend(args: argparse.Namespace, to: str = "") -> Backend:
+    """The bank named by ``--bank``/``--s3-*`` (or, with ``to="to_"``, by ``--to-bank``/``--to-s3-*``)."""
+    option = to.replace("_", "-")
+    bucket = getattr(args, f"{to}s3_bucket")
+    if bucket:
         return S3Backend(
-            bucket=args.s3_bucket, prefix=args.s3_prefix or "", endpoint_url=args.s3_endpoint,
+            bucket=bucket, prefix=getattr(args, f"{to}s3_prefix") or "", endpoint_url=getattr(args, f"{to}s3_endpoint"),
             access_key=os.environ.get("AWS_ACCESS_KEY_ID"), secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            region=args.s3_region,
+            region=getattr(args, f"{to}s3_region"),
         )
-    if not args.bank:
-        raise BankError("--bank DIR or --s3-bucket is required")
-    return LocalBackend(args.bank)
+    directory = getattr(args, f"{to}bank")
+    if not directory:
+        raise BankError(f"--{option}bank DIR or --{option}s3-bucket is required")
+    return LocalBackend(directory)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,6 +60,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     rest.add_argument("id")
     rest.add_argument("dest")
     rest.add_argument("--prefix", default="")
+    cop = sub.add_parser("copy", help="copy a checkpoint into another bank, sending only what it lacks")
+    cop.add_argument("id")
+    cop.add_argument("--to-bank", help="destination bank directory")
+    cop.add_argument("--to-s3-bucket")
+    cop.add_argument("--to-s3-prefix")
+    cop.add_argument("--to-s3-endpoint")
+    cop.add_argument("--to-s3-region")
+    cop.add_argument("--reference", default=None, help="an earlier copy to reuse chunk ids from (default: found)")
     sub.add_parser("list")
     chk = sub.add_parser("check")
     chk.add_argument("--read-data", action="store_true")
@@ -87,6 +101,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             report = bank.restore_tree(args.id, os.path.realpath(args.dest), prefix=args.prefix)
             print(json.dumps({"files": report.files, "dirs": report.dirs, "bytes": report.bytes,
                               "seconds": round(time.monotonic() - started, 3)}))
+        elif args.command == "copy":
+            to_passphrase = os.environ.get("BANK_TO_PASSPHRASE", passphrase or "") or None
+            target = Bank.init_or_open(_backend(args, to="to_"), to_passphrase, workers=args.workers)
+            report = bank.copy_manifest_to(target, args.id, reference_id=args.reference)
+            fields = {k: v for k, v in report.__dict__.items() if k != "manifest"}
+            print(json.dumps(dict(fields, id=report.manifest.id)))
         elif args.command == "list":
             for mid in bank.list_manifests():
                 print(mid)

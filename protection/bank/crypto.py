@@ -141,11 +141,12 @@ class Crypto:
                 return b"\x01" + packed
         return b"\x00" + bytes(data)
 
-    def _unenvelope(self, env: bytes, what: str) -> bytes:
+    def _unenvelope(self, env: bytes, what: str, as_view: bool = False):
         if not env:
             raise CorruptionError(f"{what}: empty blob")
         if env[0] == FLAG_RAW:
-            return env[1:]
+            # A view spares a copy of every incompressible chunk on the restore path.
+            return memoryview(env)[1:] if as_view else env[1:]
         if env[0] == FLAG_ZSTD:
             try:
                 return self._decompressor().decompress(memoryview(env)[1:])
@@ -171,11 +172,14 @@ class Crypto:
         env = self._envelope(data, compress)
         return self._encrypt(env, chunk_id) if self._aead else env
 
-    def open_chunk(self, chunk_id: bytes, blob, verify: bool = True) -> bytes:
-        """Decrypt, decompress and (by default) re-hash one chunk; raise CorruptionError on any mismatch."""
+    def open_chunk(self, chunk_id: bytes, blob, verify: bool = True, as_view: bool = False):
+        """Decrypt, decompress and (by default) re-hash one chunk; raise CorruptionError on any mismatch.
+
+        Returns bytes, or with ``as_view`` a bytes-like object that may be a memoryview.
+        """
         what = f"chunk {chunk_id.hex()[:16]}"
-        env = self._decrypt(blob, chunk_id, what) if self._aead else bytes(blob)
-        data = self._unenvelope(env, what)
+        env = self._decrypt(blob, chunk_id, what) if self._aead else (blob if as_view else bytes(blob))
+        data = self._unenvelope(env, what, as_view)
         if verify and self.chunk_id(data) != chunk_id:
             raise CorruptionError(f"{what}: content hash mismatch")
         return data

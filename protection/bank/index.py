@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from .backends import Backend
 from .crypto import Crypto
@@ -93,18 +94,23 @@ def decode_pack_table(data: bytes) -> List[Tuple[bytes, int, int, int]]:
     return list(_PACK_ENTRY.iter_unpack(data))
 
 
+def seal_index_object(crypto: Crypto, entries: List[IndexEntry]) -> Tuple[str, bytes]:
+    """A new index object's key and sealed content."""
+    return INDEX_PREFIX + os.urandom(16).hex(), crypto.seal_meta(encode_index(entries), INDEX_KIND)
+
+
 def write_index_object(backend: Backend, crypto: Crypto, entries: List[IndexEntry]) -> str:
     """Seal and store one index object; return its key."""
-    key = INDEX_PREFIX + os.urandom(16).hex()
-    backend.put(key, crypto.seal_meta(encode_index(entries), INDEX_KIND))
+    key, blob = seal_index_object(crypto, entries)
+    backend.put(key, blob)
     return key
 
 
 def read_index_objects(
-    backend: Backend, crypto: Crypto, workers: int = 4
+    backend: Backend, crypto: Crypto, workers: int = 4, keys: Optional[Iterable[str]] = None
 ) -> Tuple[List[str], List[IndexEntry]]:
-    """Read every index object; return (their keys, all rows)."""
-    keys = sorted(info.key for info in backend.list(INDEX_PREFIX))
+    """Read every index object (or only ``keys``); return (their keys, all rows)."""
+    keys = sorted(keys if keys is not None else (info.key for info in backend.list(INDEX_PREFIX)))
 
     def load(key: str) -> List[IndexEntry]:
         blob = backend.get(key)
@@ -143,6 +149,50 @@ def build_full_lookup(rows: Iterable[IndexEntry]) -> Dict[bytes, ChunkLoc]:
     for cid, loc in tomb.items():
         lookup.setdefault(cid, loc)
     return lookup
+
+
+class IndexCache:
+    """A reader's chunk lookup, refreshed by loading only the index objects it has not seen.
+
+    Index objects are immutable (written once under a random key), so when every object
+    the cache was built from still exists, the rows of the new ones are merged in; only
+    when one has gone (GC compacted or rewrote the index) is everything read again.
+    Tombstoned rows are kept for readers, but a live row always wins.
+    """
+
+    def __init__(self) -> None:
+        self.lookup: Dict[bytes, ChunkLoc] = {}
+        self.keys: Set[str] = set()
+        self._tombstoned: Set[bytes] = set()
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def refresh(self, backend: Backend, crypto: Crypto, workers: int) -> Dict[bytes, ChunkLoc]:
+        """Bring the lookup up to date with the bank's index objects and return it."""
+        with self._lock:
+            current = {info.key for info in backend.list(INDEX_PREFIX)}
+            if not self._loaded or not self.keys <= current:
+                _, rows = read_index_objects(backend, crypto, workers, keys=current)
+                # A new dict: lookups handed out earlier stay consistent snapshots.
+                self.lookup, self._tombstoned = {}, set()
+                self._merge(rows)
+                self._loaded = True
+            elif current != self.keys:
+                _, rows = read_index_objects(backend, crypto, workers, keys=current - self.keys)
+                self._merge(rows)
+            self.keys = current
+            return self.lookup
+
+    def _merge(self, rows: Iterable[IndexEntry]) -> None:
+        lookup, tombstoned = self.lookup, self._tombstoned
+        for e in rows:
+            loc = ChunkLoc(e.pack, e.offset, e.length, e.raw_size)
+            if e.deleted_at == 0.0:
+                lookup[e.chunk_id] = loc
+                tombstoned.discard(e.chunk_id)
+            elif e.chunk_id not in lookup:
+                lookup[e.chunk_id] = loc
+                tombstoned.add(e.chunk_id)
 
 
 def pack_key(pack_id: str) -> str:

@@ -12,6 +12,7 @@ import json
 import re
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -149,17 +150,36 @@ class Manifest:
         self.stats = ManifestStats.from_dict(doc.get("stats", {}))
         self.created: float = doc.get("created", 0.0)
         self.parent_id: Optional[str] = doc.get("parent_id")
+        # Set on a checkpoint copied from another bank: {"bank_id": ..., "manifest_id": ...}.
+        self.origin: Optional[dict] = doc.get("origin")
         hexes = doc.get("tree", "")
         self.tree_chunks: List[bytes] = [bytes.fromhex(hexes[64 * i: 64 * (i + 1)]) for i in range(len(hexes) // 64)]
         self._load_chunk = load_chunk
 
     def items(self) -> Iterator[Item]:
-        """Stream the items in the order they were written (one tree chunk in memory at a time)."""
-        for cid in self.tree_chunks:
-            data = self._load_chunk(cid, f"item list of checkpoint {self.id}")
-            for line in data.decode("utf-8").splitlines():
-                if line:
-                    yield Item.from_json(line)
+        """Stream the items in the order they were written (at most two tree chunks in memory).
+
+        The next tree chunk is fetched in the background while this one is parsed, so a
+        large item list on a remote bank does not stall its consumer at every chunk.
+        """
+        what = f"item list of checkpoint {self.id}"
+        if len(self.tree_chunks) <= 1:
+            for cid in self.tree_chunks:
+                yield from self._parse(self._load_chunk(cid, what))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="bank-items") as pool:
+            upcoming = pool.submit(self._load_chunk, self.tree_chunks[0], what)
+            for cid in self.tree_chunks[1:]:
+                data = upcoming.result()
+                upcoming = pool.submit(self._load_chunk, cid, what)
+                yield from self._parse(data)
+            yield from self._parse(upcoming.result())
+
+    @staticmethod
+    def _parse(data: bytes) -> Iterator[Item]:
+        for line in data.decode("utf-8").splitlines():
+            if line:
+                yield Item.from_json(line)
 
     def chunk_ids(self) -> Iterator[bytes]:
         """Every chunk id the checkpoint needs (tree chunks first, then data chunks)."""
@@ -169,7 +189,8 @@ class Manifest:
                 yield cid
 
     @staticmethod
-    def encode(manifest_id: str, meta: dict, stats: ManifestStats, parent_id: Optional[str], tree: List[bytes]) -> bytes:
+    def encode(manifest_id: str, meta: dict, stats: ManifestStats, parent_id: Optional[str], tree: List[bytes],
+               origin: Optional[dict] = None) -> bytes:
         doc = {
             "version": 1,
             "id": manifest_id,
@@ -179,4 +200,6 @@ class Manifest:
             "stats": stats.to_dict(),
             "tree": "".join(cid.hex() for cid in tree),
         }
+        if origin:
+            doc["origin"] = origin
         return json.dumps(doc, separators=(",", ":")).encode()

@@ -20,7 +20,7 @@ from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from .chunker import IterReader
 from .errors import BankError
-from .index import IndexEntry, build_lookup, read_index_objects, write_index_object
+from .index import IndexEntry, build_lookup, read_index_objects, seal_index_object
 from .manifest import (
     MANIFEST_KIND, TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item, Manifest, ManifestStats,
     TreeBuffer, manifest_key, validate_manifest_id,
@@ -39,6 +39,9 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+_MAX_QUEUED_OPS = 4096
 
 
 class _Call:
@@ -64,7 +67,7 @@ class Writer:
     retry deduplicates against them) but creates no checkpoint.
     """
 
-    def __init__(self, bank, manifest_id: str, parent_id: Optional[str] = None) -> None:
+    def __init__(self, bank, manifest_id: str, parent_id: Optional[str] = None, reuse_parent_files: bool = True) -> None:
         self.bank = bank
         self.manifest_id = validate_manifest_id(manifest_id)
         self.parent_id = parent_id
@@ -78,7 +81,9 @@ class Writer:
             _, rows = read_index_objects(bank.backend, bank.crypto, bank.workers)
             self._known: Set[bytes] = set(build_lookup(rows))
             del rows
-            self._parent: Optional[Dict[str, Item]] = self._load_parent(parent_id) if parent_id else None
+            self._parent: Optional[Dict[str, Item]] = (
+                self._load_parent(parent_id) if parent_id and reuse_parent_files else None
+            )
         except BaseException:
             self._lease.release()
             raise
@@ -95,6 +100,10 @@ class Writer:
         self._max_in_flight = bank.workers * 3
         self._tree_ids: List[bytes] = []
         self._tree = TreeBuffer(self._emit_tree_chunk)
+        self.new_tree_chunks = 0
+        self._index_bytes = 0
+        self.bytes_sent = 0  # stored bytes this session wrote (packs, index objects, manifest), set by commit
+        self._silent = _Call(None, None, None)
 
     # ------------------------------------------------------------ context manager
     def __enter__(self) -> "Writer":
@@ -149,10 +158,14 @@ class Writer:
                 self._write_index()
 
     def _drain(self, limit: int) -> None:
-        while self._ops and (self._chunks_in_flight > limit or self._ops[0][0] == "end"):
+        while self._ops and (self._chunks_in_flight > limit or self._ops[0][0] in ("end", "known")):
             op = self._ops.popleft()
             kind = op[0]
-            if kind == "chunk":
+            if kind == "known":
+                _, cid, size, item = op
+                item.chunks.append((cid, size))
+                self.stats.bytes_reused += size
+            elif kind == "chunk":
                 _, fut, item, call = op
                 cid, size, blob = fut.result()
                 self._chunks_in_flight -= 1
@@ -165,6 +178,7 @@ class Writer:
                 cid, size, blob = op[1].result()
                 self._chunks_in_flight -= 1
                 self._tree_ids.append(cid)
+                self.new_tree_chunks += blob is not None
                 self._store(cid, size, blob)
             else:
                 _, item, call = op
@@ -191,7 +205,9 @@ class Writer:
             rows, self._uploaded = self._uploaded, []
             self._packs_since_index = 0
         if rows:
-            write_index_object(self.bank.backend, self.bank.crypto, rows)
+            key, blob = seal_index_object(self.bank.crypto, rows)
+            self.bank.backend.put(key, blob)
+            self._index_bytes += len(blob)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -348,8 +364,33 @@ class Writer:
                 self._warn(f"{stored}: read error: {exc}")
         self._finish_item(item, call)
 
-    def commit(self, meta: Optional[dict] = None) -> Manifest:
-        """Flush everything, then write the manifest atomically. Returns the committed manifest."""
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether the bank already holds a live chunk with this id (new chunks are not stored twice)."""
+        with self._lock:
+            return chunk_id in self._known
+
+    def add_chunk(self, data, item: Item) -> None:
+        """Append one already-cut chunk of plaintext to ``item`` (stored unless the bank has it)."""
+        self._check_open()
+        self._submit_chunk(bytes(data), item, self._silent)
+
+    def add_known_chunk(self, chunk_id: bytes, size: int, item: Item) -> None:
+        """Append a chunk the bank holds (see :meth:`has_chunk`) to ``item`` without its data."""
+        self._check_open()
+        self._ops.append(("known", chunk_id, size, item))
+        if len(self._ops) > _MAX_QUEUED_OPS:  # a long run of known chunks must not queue without bound
+            self._drain(0)
+
+    def add_item(self, item: Item) -> None:
+        """Record ``item`` once the chunks added for it before are stored (dirs and links have none)."""
+        self._check_open()
+        self._finish_item(item, self._silent)
+
+    def commit(self, meta: Optional[dict] = None, origin: Optional[dict] = None) -> Manifest:
+        """Flush everything, then write the manifest atomically. Returns the committed manifest.
+
+        ``origin`` records where a copied checkpoint came from (see :mod:`.transfer`).
+        """
         self._check_open()
         try:
             self._drain(0)
@@ -358,8 +399,10 @@ class Writer:
             self._packer.wait()
             self._write_index()
             self._lease.check()
-            data = Manifest.encode(self.manifest_id, meta or {}, self.stats, self.parent_id, self._tree_ids)
-            self.bank.backend.put(manifest_key(self.manifest_id), self._crypto.seal_meta(data, MANIFEST_KIND))
+            data = Manifest.encode(self.manifest_id, meta or {}, self.stats, self.parent_id, self._tree_ids, origin)
+            sealed = self._crypto.seal_meta(data, MANIFEST_KIND)
+            self.bank.backend.put(manifest_key(self.manifest_id), sealed)
+            self.bytes_sent = self._packer.bytes_written + self._index_bytes + len(sealed)
         except BaseException:
             self.abort()
             raise

@@ -8,7 +8,7 @@ import tracemalloc
 import blake3
 import pytest
 
-from protection.bank import Bank, BankError, LocalBackend
+from protection.bank import Bank, BankError
 from protection.bank.manifest import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, Item
 from protection.tests.bank.conftest import PASSPHRASE, new_bank
 from protection.tests.bank.helpers import make_tree, pseudo_random, snapshot
@@ -114,25 +114,6 @@ def test_restore_prefix_and_progress(local_backend, tmp_path):
     assert progress[-1].bytes_done == sum(
         os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(src) for f in fs
         if not os.path.islink(os.path.join(r, f)))
-
-
-def test_copy_manifest_to_another_bank(local_backend, tmp_path):
-    src = str(tmp_path / "src")
-    make_tree(src, big_mib=1)
-    bank = new_bank(local_backend)
-    with bank.writer("orig") as w:
-        w.add_tree(src)
-        w.add_stream("dump.sql", [b"x" * 100_000], meta={"db": "main"})
-        w.commit(meta={"plan": "copy-me"})
-    other = new_bank(LocalBackend(tmp_path / "other"), passphrase="another passphrase")
-    copied = bank.copy_manifest_to(other, "orig")
-    assert copied.meta == {"plan": "copy-me"}
-    dest = str(tmp_path / "dest")
-    other.restore_tree("orig", dest)
-    os.unlink(os.path.join(dest, "dump.sql"))
-    assert snapshot(dest) == snapshot(src)
-    assert b"".join(other.open_item("orig", "dump.sql")) == b"x" * 100_000
-    assert other.check(read_data=True).ok
 
 
 def _stream(total: int, block: int = 1 << 20):
