@@ -59,6 +59,8 @@ class Kind:
     log_details: bool = False
     # Rows of this kind read their checkpoint (``checkpoint_id``): it cannot be deleted meanwhile.
     holds_checkpoint: bool = False
+    # The column of this kind's rows that names the checkpoint they read.
+    holds_field: str = "checkpoint_id"
     task: Task | None = field(default=None, repr=False)
 
     @property

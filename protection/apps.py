@@ -7,5 +7,5 @@ class ProtectionConfig(AppConfig):
 
     def ready(self) -> None:
         # Register the checkpoint and verify kinds with the runner (and their tasks) in every process.
-        from protection import flows  # noqa: F401
+        from protection import copies, flows  # noqa: F401
         from protection.verifications import flows as verification_flows  # noqa: F401

@@ -61,6 +61,7 @@ def checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
         "created_at": checkpoint.created_at.isoformat() if checkpoint.created_at else None,
         "bytes_done": checkpoint.bytes_done,
         "items_done": checkpoint.items_done,
+        "copy_of": checkpoint.copy_of,
     }
 
 

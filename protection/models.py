@@ -63,6 +63,8 @@ class Checkpoint(OperationRow, SoftDeleteModel):
     bytes_total = models.BigIntegerField(null=True, blank=True)
     items_done = models.BigIntegerField(default=0)
     items_total = models.BigIntegerField(null=True, blank=True)
+    # A copy (``protection.copies``): the checkpoint of another provider it was copied from.
+    copy_of = models.CharField(max_length=36, blank=True, default="", db_index=True)
 
     class Meta:
         db_table = "checkpoints"

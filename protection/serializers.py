@@ -200,3 +200,28 @@ class ResetStateSerializer(StrictInputSerializer):
 
 
 LINKS_FIELD = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+
+
+class CopyParametersSerializer(serializers.Serializer):
+    """Documentation of the copy parameters (validated by ``protection.copies``)."""
+
+    destination_provider_id = serializers.UUIDField(help_text="The provider whose bank receives the copies.")
+    checkpoint_id = serializers.UUIDField(required=False, help_text="Copy only this checkpoint of the plan.")
+
+
+class CheckpointCopySerializer(serializers.Serializer):
+    plan_id = serializers.UUIDField()
+    parameters = CopyParametersSerializer()
+
+
+class CopyPairSerializer(serializers.Serializer):
+    checkpoint_protect_id = serializers.CharField(help_text="The checkpoint copied.")
+    checkpoint_copy_id = serializers.CharField(help_text="The new checkpoint, in the destination provider.")
+
+
+class CheckpointCopyResultSerializer(serializers.Serializer):
+    project_id = serializers.CharField()
+    provider_id = serializers.CharField()
+    plan_id = serializers.CharField()
+    checkpoint_id = CopyPairSerializer(many=True)
+    parameters = serializers.DictField()

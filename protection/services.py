@@ -145,7 +145,7 @@ def operations_holding(*, checkpoint_id: str) -> list[str]:
     held = []
     for kind in registered_kinds():
         if kind.holds_checkpoint:
-            rows = kind.model.objects.filter(checkpoint_id=checkpoint_id, status=kind.running)
+            rows = kind.model.objects.filter(**{kind.holds_field: checkpoint_id}, status=kind.running)
             held += [f"{kind.label.lower()} {pk}" for pk in rows.values_list("pk", flat=True)]
     return held
 
@@ -285,7 +285,8 @@ def catalog_rebuild(*, provider_id: str | None = None) -> CatalogReport:
             if row is None:
                 Checkpoint.all_objects.create(
                     id=manifest_id, status=CheckpointStatus.AVAILABLE, created_at=created_at or timezone.now(),
-                    bytes_done=meta.get("bytes_done") or 0, items_done=meta.get("items_done") or 0, **values
+                    bytes_done=meta.get("bytes_done") or 0, items_done=meta.get("items_done") or 0,
+                    copy_of=meta.get("copy_of") or "", **values
                 )
                 report.created.append(manifest_id)
             elif row.status == CheckpointStatus.AVAILABLE and not row.deleted:

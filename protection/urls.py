@@ -21,6 +21,11 @@ urlpatterns = router.urls + [
         name="checkpoint-list",
     ),
     re_path(
+        rf"^{PROVIDER}/checkpoints/action/?$",
+        views.CheckpointViewSet.as_view({"post": "copy"}),
+        name="checkpoint-action",
+    ),
+    re_path(
         rf"^{PROVIDER}/checkpoints/{CHECKPOINT}/?$",
         views.CheckpointViewSet.as_view({"get": "retrieve", "delete": "destroy", "put": "update"}),
         name="checkpoint-detail",

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from karbor_site.api.exceptions import InvalidInput, NotAuthorized, NotFound
+from karbor_site.errors import InvalidInput, NotAuthorized, NotFound
 from karbor_site.api.listing import ListParams, parse_list_params
 from karbor_site.db import is_uuid_like
 from providers.constants import PARAMETER_KEY_RE
@@ -16,10 +16,12 @@ from providers.registry import get_registry
 from karbor_site.api.renderers import empty_response
 from karbor_site.api.viewsets import ProjectScopedViewSet, unwrap_body, validate_input
 from karbor_site.tenancy.access import IsCloudAdmin, IsProjectMember
-from protection import quotas, registry, selectors, services
+from protection import copies, quotas, registry, selectors, services
 from protection.filters import CheckpointFilterSet, OperationLogFilterSet
 from protection.models import Checkpoint, OperationLog, Service
 from protection.serializers import (
+    CheckpointCopyResultSerializer,
+    CheckpointCopySerializer,
     CheckpointCreateSerializer,
     CheckpointSerializer,
     ResetStateSerializer,
@@ -251,6 +253,13 @@ def metadata_clean(value, *, field: str) -> dict:
         parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
         responses={200: EmptyObject},
     ),
+    copy=extend_schema(
+        summary="Copy a plan's checkpoints into another provider's bank (parameters.destination_provider_id; "
+                "only the chunks that bank lacks are sent; 503 when the task queue is down)",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM],
+        request=envelope("CheckpointCopyEnvelope", "copy", CheckpointCopySerializer()),
+        responses={200: envelope("CheckpointCopyResult", "copy", CheckpointCopyResultSerializer())},
+    ),
     update=extend_schema(
         summary="Reset a checkpoint's state (project or cloud admin); the body is {}",
         parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
@@ -317,6 +326,17 @@ class CheckpointViewSet(ProjectScopedViewSet):
             project_id=self.project_id, provider_id=self.provider.id, plan_id=data["plan_id"], extra_info=extra_info
         )
         return self.single(checkpoint)
+
+    def copy(self, request: Request, *args, **kwargs) -> Response:
+        body = unwrap_body(request, "copy")
+        unknown = sorted(set(body) - {"plan_id", "parameters"})
+        if unknown:
+            raise InvalidInput.for_field(f"copy.{unknown[0]}", "unknown field; copy takes plan_id and parameters")
+        result = copies.checkpoint_copy_create(
+            project_id=self.project_id, provider_id=self.provider.id, plan_id=body.get("plan_id"),
+            parameters=body.get("parameters", {}),
+        )
+        return Response({"copy": result})
 
     def destroy(self, request: Request, *args, **kwargs) -> Response:
         services.checkpoint_delete(checkpoint=self.get_object())

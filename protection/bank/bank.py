@@ -260,11 +260,15 @@ class Bank:
 
         return check_bank(self, read_data=read_data)
 
-    def copy_manifest_to(self, other: "Bank", manifest_id: str, reference_id: Optional[str] = None) -> "CopyReport":
-        """Copy a checkpoint into ``other`` (its own keys), sending only chunks it lacks; see :mod:`.transfer`."""
+    def copy_manifest_to(
+        self, other: "Bank", manifest_id: str, reference_id: Optional[str] = None, *,
+        target_id: Optional[str] = None, meta: Optional[dict] = None,
+    ) -> "CopyReport":
+        """Copy a checkpoint into ``other`` (its own keys) as ``target_id``, sending only chunks it lacks;
+        see :mod:`.transfer`."""
         from .transfer import copy_manifest
 
-        return copy_manifest(self, other, manifest_id, reference_id)
+        return copy_manifest(self, other, manifest_id, reference_id, target_id=target_id, meta=meta)
 
     def stored_bytes(self) -> int:
         """Total size of every object in the bank."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 from .errors import BankError, CorruptionError
 from .manifest import TYPE_FILE, TYPE_STREAM, Item, Manifest
@@ -48,39 +48,57 @@ def _origin_of(source, manifest_id: str) -> dict:
     return {"bank_id": source.bank_id, "manifest_id": manifest_id}
 
 
-def find_reference(source, target, manifest: Manifest, reference_id: Optional[str] = None) -> Optional[str]:
-    """The checkpoint id (in both banks) to map chunk ids from, or None.
+def find_reference(
+    source, target, manifest: Manifest, reference_id: Optional[str] = None
+) -> Optional[Tuple[str, str]]:
+    """The earlier copy to map chunk ids from, as ``(source checkpoint id, destination checkpoint id)``, or None.
 
-    An explicit ``reference_id`` must be a copy from this source; by default the source
-    checkpoint's parent is used when it was copied before, else the newest earlier copy.
+    A copy may live under another id in the destination (the service gives each copy its own
+    checkpoint id); its manifest's ``origin`` names the source checkpoint. An explicit
+    ``reference_id`` (a destination checkpoint) must be a copy from this source whose original the
+    source still holds; by default the copy of the source checkpoint's parent is used when there
+    is one, else the newest earlier copy from this source.
     """
-    def copied_here(mid: str) -> bool:
-        if not (target.manifest_exists(mid) and source.manifest_exists(mid)):
-            return False
-        return target.read_manifest(mid).origin == _origin_of(source, mid)
+    def origin_here(target_id: str) -> Optional[str]:
+        """The source checkpoint ``target_id`` was copied from, if it came from this source and still exists."""
+        if not target.manifest_exists(target_id):
+            return None
+        origin = target.read_manifest(target_id).origin or {}
+        original = origin.get("manifest_id")
+        if origin.get("bank_id") != source.bank_id or not original or not source.manifest_exists(original):
+            return None
+        return original
 
     if reference_id is not None:
-        if not copied_here(reference_id):
+        original = origin_here(reference_id)
+        if original is None:
             raise BankError(f"checkpoint {reference_id} is not a copy from this source bank in the destination")
-        return reference_id
-    if manifest.parent_id and copied_here(manifest.parent_id):
-        return manifest.parent_id
-    best: Optional[str] = None
+        return original, reference_id
+    if manifest.parent_id and origin_here(manifest.parent_id) == manifest.parent_id:
+        return manifest.parent_id, manifest.parent_id  # copied under the same id (the bank CLI)
+    best: Optional[Tuple[str, str]] = None
     best_created = -1.0
-    for mid in target.list_manifests():
-        if mid == manifest.id or not source.manifest_exists(mid):
+    for target_id in target.list_manifests():
+        candidate = target.read_manifest(target_id)
+        origin = candidate.origin or {}
+        original = origin.get("manifest_id")
+        if origin.get("bank_id") != source.bank_id or not original or original == manifest.id:
             continue
-        candidate = target.read_manifest(mid)
-        if candidate.origin == _origin_of(source, mid) and candidate.created > best_created:
-            best, best_created = mid, candidate.created
+        if not source.manifest_exists(original):
+            continue
+        if original == manifest.parent_id:
+            return original, target_id
+        if candidate.created > best_created:
+            best, best_created = (original, target_id), candidate.created
     return best
 
 
-def map_chunk_ids(source, target, reference_id: str, source_lookup) -> Dict[bytes, bytes]:
+def map_chunk_ids(source, target, reference: Tuple[str, str], source_lookup) -> Dict[bytes, bytes]:
     """Source chunk id -> destination chunk id, from the two sides of an earlier copy."""
+    source_id, target_id = reference
     mapping: Dict[bytes, bytes] = {}
-    theirs = target.read_manifest(reference_id).items()
-    for ours in source.read_manifest(reference_id, source_lookup).items():
+    theirs = target.read_manifest(target_id).items()
+    for ours in source.read_manifest(source_id, source_lookup).items():
         copied = next(theirs, None)
         if copied is None or copied.path != ours.path or copied.type != ours.type:
             break  # not the copy we expect: stop trusting the pairing
@@ -91,29 +109,36 @@ def map_chunk_ids(source, target, reference_id: str, source_lookup) -> Dict[byte
     return mapping
 
 
-def copy_manifest(source, target, manifest_id: str, reference_id: Optional[str] = None) -> CopyReport:
-    """Copy checkpoint ``manifest_id`` from ``source`` into ``target`` under the same id.
+def copy_manifest(
+    source, target, manifest_id: str, reference_id: Optional[str] = None, *,
+    target_id: Optional[str] = None, meta: Optional[dict] = None,
+) -> CopyReport:
+    """Copy checkpoint ``manifest_id`` from ``source`` into ``target`` as ``target_id`` (default: the same id).
 
-    ``reference_id`` names an earlier copy to take chunk ids from (default: found, see
-    :func:`find_reference`). Raises BankError when the destination already has the id.
+    ``reference_id`` names an earlier copy in the destination to take chunk ids from (default:
+    found, see :func:`find_reference`). ``meta`` replaces the source manifest's meta (the
+    service writes the copy's own catalog fields). Raises BankError when the destination
+    already has ``target_id``.
     """
+    target_id = target_id or manifest_id
     from .writer import Writer
 
     started = time.monotonic()
     if target.bank_id == source.bank_id:
         raise BankError("source and destination are the same bank")
-    if target.manifest_exists(manifest_id):
-        raise BankError(f"checkpoint {manifest_id} already exists in the destination bank")
+    if target.manifest_exists(target_id):
+        raise BankError(f"checkpoint {target_id} already exists in the destination bank")
     lease = source.take_lease("reader")
     try:
         lookup = source.load_lookup(refresh=True)
         manifest = source.read_manifest(manifest_id, lookup)
         reference = find_reference(source, target, manifest, reference_id)
         mapping = map_chunk_ids(source, target, reference, lookup) if reference else {}
-        # The parent is recorded for the catalogue only: a copy never walks a tree to reuse files.
-        parent = manifest.parent_id if manifest.parent_id and target.manifest_exists(manifest.parent_id) else None
+        # The parent (the copy of the source's parent) is recorded for the catalogue only: a copy
+        # never walks a tree to reuse files.
+        parent = reference[1] if reference and manifest.parent_id and reference[0] == manifest.parent_id else None
         report_fields = dict(bytes=0, bytes_read=0, chunks=0, chunks_read=0)
-        with Writer(target, manifest_id, parent_id=parent, reuse_parent_files=False) as writer:
+        with Writer(target, target_id, parent_id=parent, reuse_parent_files=False) as writer:
             def events() -> Iterator[tuple]:
                 for item in manifest.items():
                     if item.type not in (TYPE_FILE, TYPE_STREAM):
@@ -144,12 +169,13 @@ def copy_manifest(source, target, manifest_id: str, reference_id: Optional[str] 
                         writer.add_known_chunk(tag[2][0], tag[2][1], tag[1])
                     else:
                         writer.add_item(tag[1])
-            committed = writer.commit(dict(manifest.meta), origin=_origin_of(source, manifest_id))
+            committed = writer.commit(dict(manifest.meta if meta is None else meta),
+                                      origin=_origin_of(source, manifest_id))
             stats = committed.stats
             new_data_chunks = stats.new_chunks - writer.new_tree_chunks
             return CopyReport(
                 manifest=committed,
-                reference_id=reference,
+                reference_id=reference[1] if reference else None,
                 bytes=stats.bytes,
                 bytes_read=report_fields["bytes_read"],
                 bytes_new=stats.new_bytes,

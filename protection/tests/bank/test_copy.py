@@ -182,3 +182,29 @@ def test_cli_copy_creates_the_destination_and_reports(tmp_path, monkeypatch, cap
     destination = Bank.open(LocalBackend(dest_dir), "destination secret")
     assert _restored(destination, "ckpt", str(tmp_path / "restored")) == snapshot(src)
     assert cli.main(["--bank", source_dir, "copy", "ckpt"]) == 2  # no destination named
+
+
+def test_copies_under_their_own_ids_with_their_own_meta_still_pair_up(local_backend, tmp_path):
+    """The service gives each copy a new checkpoint id and its own catalog meta: the next copy
+    still finds the previous one through its origin and sends only what changed."""
+    src = str(tmp_path / "src")
+    _dataset(src)
+    source = new_bank(local_backend)
+    with source.writer("monday") as w:
+        w.add_tree(src)
+        w.commit(meta={"checkpoint": {"id": "monday"}})
+    destination = new_bank(LocalBackend(tmp_path / "destination"), passphrase="another")
+    first = source.copy_manifest_to(destination, "monday", target_id="copy-1", meta={"checkpoint": {"id": "copy-1"}})
+    _change_five_percent(src)
+    with source.writer("tuesday", parent_id="monday") as w:
+        w.add_tree(src)
+        w.commit()
+
+    second = source.copy_manifest_to(destination, "tuesday", target_id="copy-2", meta={"checkpoint": {"id": "copy-2"}})
+
+    assert first.manifest.id == "copy-1" and not destination.manifest_exists("monday")
+    assert destination.read_manifest("copy-2").meta == {"checkpoint": {"id": "copy-2"}}
+    assert destination.read_manifest("copy-2").parent_id == "copy-1"
+    assert second.reference_id == "copy-1"
+    assert second.bytes_sent < 0.10 * second.bytes and second.bytes_read < 0.10 * second.bytes
+    assert _restored(destination, "copy-2", str(tmp_path / "restored")) == snapshot(src)
