@@ -55,7 +55,7 @@ from triggers.models import (
     ScheduledOperationState,
     Trigger,
 )
-from triggers.schedule import sync_trigger_schedule
+from triggers.schedule import FINISH_TASK, sync_trigger_schedule
 from triggers.timeparse import parse_time
 
 log = logging.getLogger(__name__)
@@ -220,10 +220,11 @@ def _engine_disabled() -> bool:
 
 
 def _enqueue_finish(run_id: int) -> None:
-    from triggers import tasks
+    from celery import current_app
 
     try:
-        tasks.run_finish.apply_async((run_id,), countdown=settings.KARBOR_ENGINE_POLL_INTERVAL)
+        # By name: the task module imports this one, not the other way round.
+        current_app.send_task(FINISH_TASK, args=(run_id,), countdown=settings.KARBOR_ENGINE_POLL_INTERVAL)
     except Exception:  # noqa: BLE001 - kombu raises many types; the log must not stay in_progress silently
         log.exception("could not queue the follow-up of scheduled run %s", run_id)
         ScheduledOperationLog.objects.filter(pk=run_id, state=RunState.IN_PROGRESS).update(

@@ -129,6 +129,7 @@ def _drop_unused_clocked(clocked_id: int | None) -> None:
 
 
 RESYNC_TASK = "karbor.triggers.resync"
+FINISH_TASK = "karbor.triggers.run_finish"
 RESYNC_PERIODIC_TASK = "karbor-system-triggers-resync"
 RESYNC_INTERVAL_SECONDS = 300
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from triggers.schedule import FIRE_TASK, RESYNC_TASK
-
-FINISH_TASK = "karbor.triggers.run_finish"
+from triggers.schedule import FINISH_TASK, FIRE_TASK, RESYNC_TASK
 
 
 @shared_task(name=FIRE_TASK, acks_late=True, ignore_result=True)

@@ -12,7 +12,6 @@ import fnmatch
 import logging
 import os
 import stat
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,13 @@ from karbor_site.errors import NotFound
 from providers.constants import FILESYSTEM_DIRECTORY
 from protection.bank import Progress
 from protection.bank.manifest import manifest_key
+from providers.plugins import fs_restore
+from providers.plugins.fs_restore import directory_id  # noqa: F401 - the ids' home; re-exported
 from providers.plugins.base import Instance, PluginError, ProtectablePlugin, ProtectContext, RestoreContext, VerifyContext
 
 log = logging.getLogger(__name__)
 
 # Fixed namespace: instance ids must not change across restarts, hosts or releases.
-INSTANCE_NAMESPACE = uuid.UUID("0e0c5c47-3a43-5b6e-9f8a-6b6172626f72")
 ALL_PROJECTS = "*"
 
 _PROJECTS_SCHEMA = {
@@ -39,11 +39,6 @@ _PROJECTS_SCHEMA = {
     "description": 'Project ids allowed to see this entry, or ["*"] for every project. '
     "Without it the entry is visible to no project (deny by default).",
 }
-
-
-def directory_id(real_path: str | Path) -> str:
-    """The instance id of a directory: a UUID5 of its resolved absolute path."""
-    return str(uuid.uuid5(INSTANCE_NAMESPACE, str(real_path)))
 
 
 @dataclass(frozen=True)
@@ -295,20 +290,14 @@ class FilesystemDirectoryPlugin(ProtectablePlugin):
         self, *, project_id: str, target: str | None, resources: list[Instance], saved_infos: dict[str, dict]
     ) -> None:
         """Raise PluginError naming the problem when these directories cannot be restored to ``target``."""
-        from providers.plugins import fs_restore
-
         fs_restore.resolve_destinations(
             self, project_id=project_id, target=target, resources=resources, saved_infos=saved_infos
         )
 
     def restore(self, context: RestoreContext) -> dict[str, Any]:
-        from providers.plugins import fs_restore
-
         return fs_restore.restore(self, context)
 
     def verify(self, context: VerifyContext) -> dict[str, Any]:
-        from providers.plugins import fs_restore
-
         return fs_restore.verify(self, context)
 
     def allowed_restore_targets(self, *, project_id: str) -> list[Path]:

@@ -41,10 +41,11 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from protection.bank import BankError, Item, Progress
 from protection.bank.manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK
@@ -53,8 +54,15 @@ from protection.bank.safe_fs import set_directory_metadata
 from providers.constants import FILESYSTEM_DIRECTORY
 from providers.plugins.base import Instance, PluginError, RestoreContext, VerifyContext
 
-if TYPE_CHECKING:
-    from providers.plugins.filesystem import FilesystemDirectoryPlugin
+
+class FilesystemDirectoryPlugin(Protocol):
+    """What the restore rules need of the ``Filesystem::Directory`` plugin (``providers.plugins.filesystem``,
+    which imports this module)."""
+
+    options: dict[str, Any]
+    sources: list[Any]
+
+    def allowed_restore_targets(self, *, project_id: str) -> list[Path]: ...
 
 MAX_REPORTED = 5
 
@@ -69,11 +77,18 @@ class Destination:
     is_declared_root: bool = False
 
 
+# The namespace of directory instance ids (here, not in ``filesystem``, which imports this module).
+INSTANCE_NAMESPACE = uuid.UUID("0e0c5c47-3a43-5b6e-9f8a-6b6172626f72")
+
+
+def directory_id(real_path: str | Path) -> str:
+    """The instance id of a directory: a UUID5 of its resolved absolute path."""
+    return str(uuid.uuid5(INSTANCE_NAMESPACE, str(real_path)))
+
+
 # --- where -------------------------------------------------------------------------------
 def recorded_path(resource: Instance, saved_info: dict[str, Any] | None) -> str | None:
     """The original path of ``resource`` if a trustworthy one is recorded (its UUID5 is the id)."""
-    from providers.plugins.filesystem import directory_id
-
     extra = resource.extra_info
     if isinstance(extra, str):
         try:
