@@ -203,6 +203,8 @@ CHECKPOINT_PARAM = OpenApiParameter(
 PROJECT_PARAM = OpenApiParameter("project_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Project id.")
 CheckpointEnvelope = envelope("CheckpointEnvelope", "checkpoint", CheckpointSerializer())
 EmptyObject = inline_serializer(name="EmptyObject", fields={})
+CopyRequestEnvelope = envelope("CheckpointCopyRequestEnvelope", "copy", CheckpointCopySerializer())
+CopyResultEnvelope = envelope("CheckpointCopyResultEnvelope", "copy", CheckpointCopyResultSerializer())
 
 
 def metadata_clean(value, *, field: str) -> dict:
@@ -252,13 +254,6 @@ def metadata_clean(value, *, field: str) -> dict:
         summary="Delete a checkpoint (409 while it is protecting or deleting, or a restore or verification reads it); the body is {}",
         parameters=[PROJECT_PARAM, PROVIDER_PARAM, CHECKPOINT_PARAM],
         responses={200: EmptyObject},
-    ),
-    copy=extend_schema(
-        summary="Copy a plan's checkpoints into another provider's bank (parameters.destination_provider_id; "
-                "only the chunks that bank lacks are sent; 503 when the task queue is down)",
-        parameters=[PROJECT_PARAM, PROVIDER_PARAM],
-        request=envelope("CheckpointCopyEnvelope", "copy", CheckpointCopySerializer()),
-        responses={200: envelope("CheckpointCopyResult", "copy", CheckpointCopyResultSerializer())},
     ),
     update=extend_schema(
         summary="Reset a checkpoint's state (project or cloud admin); the body is {}",
@@ -327,6 +322,13 @@ class CheckpointViewSet(ProjectScopedViewSet):
         )
         return self.single(checkpoint)
 
+    @extend_schema(
+        summary="Copy a plan's checkpoints into another provider's bank (parameters.destination_provider_id; "
+                "only the chunks that bank lacks are sent; 503 when the task queue is down)",
+        parameters=[PROJECT_PARAM, PROVIDER_PARAM],
+        request=CopyRequestEnvelope,
+        responses={200: CopyResultEnvelope},
+    )
     def copy(self, request: Request, *args, **kwargs) -> Response:
         body = unwrap_body(request, "copy")
         unknown = sorted(set(body) - {"plan_id", "parameters"})

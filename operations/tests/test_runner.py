@@ -68,6 +68,7 @@ def test_every_kind_has_a_stable_task_name_and_retries_only_transient_errors():
         "checkpoint_delete": "karbor.protection.checkpoint_delete",
         "restore": "karbor.restores.restore_run",
         "verify": "karbor.protection.verification_run",
+        "checkpoint_copy": "karbor.protection.checkpoint_copy",
     }
     for kind in registered_kinds():
         assert kind.task.name == kind.task_name and kind.task.acks_late
