@@ -1,4 +1,5 @@
-"""One plan with a directory, a PostgreSQL and a MySQL database: protected and restored through the API.
+"""One plan with a directory, a PostgreSQL and a MySQL database and a Redis instance: protected and restored
+through the API, in one checkpoint.
 
 The API answers and enqueues; the captured task is then run in-process with the same flow
 function the worker runs.
@@ -8,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import quote as url_quote
 
 import pytest
+import redis
 
 from protection import flows, tasks
 from protection.banks import forget_banks
@@ -20,7 +22,8 @@ from providers.tests.dbkit import db_settings, require_server, require_tools, un
 from restores.flows import restore_run
 from restores.tasks import restore_run_task
 
-FS, PG, MY = "Filesystem::Directory", "PostgreSQL::Database", "MySQL::Database"
+FS, PG, MY, REDIS = "Filesystem::Directory", "PostgreSQL::Database", "MySQL::Database", "Redis::Database"
+REDIS_DB, REDIS_TARGET_DB = 8, 9  # other Redis tests use 5-7
 PROVIDER_ID = "dbdbdbdb-0000-4000-8000-0000000000ab"
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("db_settings")]
@@ -31,7 +34,14 @@ __all__ = ["db_settings"]
 def mixed(provider_dir, tmp_path):
     require_server("PostgreSQL", pg_kit.HOST, pg_kit.PORT)
     require_server("MariaDB", my_kit.HOST, my_kit.PORT)
+    require_server("Redis", "127.0.0.1", 6379)
     require_tools("pg_dump", "pg_restore", "mariadb-dump", "mariadb")
+    caches = {db: redis.Redis(host="127.0.0.1", port=6379, db=db) for db in (REDIS_DB, REDIS_TARGET_DB)}
+    for client in caches.values():
+        client.flushdb()
+    caches[REDIS_DB].set("session:1", "alice", ex=3600)
+    caches[REDIS_DB].hset("user:1", mapping={"name": "alice", "plan": "gold"})
+    caches[REDIS_DB].rpush("queue", "a", "b", "c")
     app, target = tmp_path / "app", tmp_path / "restore"
     app.mkdir()
     target.mkdir()
@@ -52,10 +62,16 @@ def mixed(provider_dir, tmp_path):
                 "restore_targets": [{"name": "pg-scratch", "port": 5432, "user": "postgres", **server}]}},
             MY: {"plugin": "mysql", "options": {
                 "sources": [{"name": "my", "port": 3306, "user": "root", "databases": [names["my"]], **server}]}},
+            REDIS: {"plugin": "redis", "options": {
+                "sources": [{"name": "cache", "port": 6379, "db": REDIS_DB, **server}],
+                "restore_targets": [{"name": "cache-scratch", "port": 6379, "db": REDIS_TARGET_DB, **server}]}},
         },
     })
     forget_banks()
-    yield {"app": app, "target": target, "names": names, "created": created}
+    yield {"app": app, "target": target, "names": names, "created": created, "redis": caches}
+    for client in caches.values():
+        client.flushdb()
+        client.close()
     for name in created["pg"]:
         pg_kit.drop_database(name)
     for name in created["my"]:
@@ -71,14 +87,19 @@ def only_instance(owner, resource_type: str) -> dict:
     return instances[0]
 
 
-def test_one_checkpoint_protects_and_restores_a_directory_and_two_databases(
+def redis_contents(client) -> dict:
+    return {key: (client.type(key), client.dump(key), client.ttl(key) > 0) for key in client.scan_iter()}
+
+
+def test_one_checkpoint_protects_and_restores_a_directory_two_databases_and_redis(
     db, owner, mixed, monkeypatch, django_capture_on_commit_callbacks
 ):
     names = mixed["names"]
     pg_before, my_before = pg_kit.contents(names["pg"]), my_kit.contents(names["my"])
-    resources = [{"id": i["id"], "type": i["type"], "name": i["name"]}
-                 for i in (only_instance(owner, FS), only_instance(owner, PG), only_instance(owner, MY))]
-    assert [r["name"] for r in resources] == ["app", f"pg/{names['pg']}", f"my/{names['my']}"]
+    redis_before = redis_contents(mixed["redis"][REDIS_DB])
+    resources = [{"id": i["id"], "type": i["type"], "name": i["name"]} for i in (
+        only_instance(owner, FS), only_instance(owner, PG), only_instance(owner, MY), only_instance(owner, REDIS))]
+    assert [r["name"] for r in resources][:3] == ["app", f"pg/{names['pg']}", f"my/{names['my']}"]
     response = owner.client.post(owner.url("plans"), {"plan": {
         "name": "app with databases", "provider_id": PROVIDER_ID, "resources": resources, "parameters": {}}}, format="json")
     assert response.status_code == 200, response.content
@@ -104,12 +125,13 @@ def test_one_checkpoint_protects_and_restores_a_directory_and_two_databases(
     verification_run(verification_id=verifying[0], worker="test-worker:1")
     verified = owner.client.get(owner.url(f"verifications/{verifying[0]}")).json()["verification"]
     assert verified["status"] == "success", verified
-    assert set(verified["resources_status"].values()) == {"available"} and len(verified["resources_status"]) == 3
+    assert set(verified["resources_status"].values()) == {"available"} and len(verified["resources_status"]) == 4
     graph = str(checkpoint["resource_graph"])
     assert all(r["id"] in graph for r in resources), graph
 
-    # Damage all three, then restore everything from the one checkpoint.
+    # Damage all four, then restore everything from the one checkpoint.
     (mixed["app"] / "config.yaml").write_text("answer: wrong\n")
+    mixed["redis"][REDIS_DB].flushdb()
     pg_kit.execute(names["pg"], "DELETE FROM orders")
     my_kit.execute("DELETE FROM orders", database=names["my"])
     pg_copy, my_copy = unique_name("karbor_pgt_copy"), unique_name("karbor_myt_copy")
@@ -119,7 +141,8 @@ def test_one_checkpoint_protects_and_restores_a_directory_and_two_databases(
     monkeypatch.setattr(restore_run_task, "delay", lambda restore_id: restored.append(restore_id))
     body = {"restore": {
         "provider_id": PROVIDER_ID, "checkpoint_id": sent[0], "restore_target": str(mixed["target"]), "restore_auth": None,
-        "parameters": {PG: {"database": pg_copy, "target": "pg-scratch"}, MY: {"database": my_copy}}}}
+        "parameters": {PG: {"database": pg_copy, "target": "pg-scratch"}, MY: {"database": my_copy},
+                       REDIS: {"target": "cache-scratch"}}}}
     with django_capture_on_commit_callbacks(execute=True):
         response = owner.client.post(owner.url("restores"), body, format="json")
     assert response.status_code == 200, response.content
@@ -129,6 +152,7 @@ def test_one_checkpoint_protects_and_restores_a_directory_and_two_databases(
     assert (mixed["target"] / "config.yaml").read_text() == "answer: 42\n"
     assert pg_kit.contents(pg_copy) == pg_before
     assert my_kit.contents(my_copy) == my_before
+    assert redis_contents(mixed["redis"][REDIS_TARGET_DB]) == redis_before and redis_before
 
 
 def test_a_restore_target_that_is_no_declared_server_is_a_400_naming_it(
