@@ -288,6 +288,11 @@ class DatabaseDumpPlugin(ProtectablePlugin):
         if target and not target.startswith("/"):
             self.restore_server(project_id=project_id, name=target, saved_info={}, resource=None)
 
+    def check_restore_parameters(self, *, project_id: str, resource: Instance, parameters: dict[str, Any]) -> None:
+        """A restore parameter ``target`` must name a server declared for the project (asked before it starts)."""
+        if parameters.get("target"):
+            self.restore_server(project_id=project_id, name=parameters["target"], saved_info={}, resource=resource)
+
     def restore_server(
         self, *, project_id: str, name: str | None, saved_info: dict[str, Any], resource: Instance | None
     ) -> Server:

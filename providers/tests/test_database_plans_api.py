@@ -174,3 +174,27 @@ def test_a_restore_target_that_is_no_declared_server_is_a_400_naming_it(
     assert response.status_code == 400, response.content
     fault = response.json()["badRequest"]
     assert "restore target 'db.example.com' is not a declared PostgreSQL server" in fault["fields"]["restore_target"][0]
+
+
+def test_a_target_parameter_that_is_no_declared_server_is_a_400_naming_the_parameter(
+    db, owner, mixed, monkeypatch, django_capture_on_commit_callbacks
+):
+    resources = [{"id": i["id"], "type": i["type"], "name": i["name"]} for i in (only_instance(owner, PG),)]
+    plan = owner.client.post(owner.url("plans"), {"plan": {
+        "name": "db", "provider_id": PROVIDER_ID, "resources": resources, "parameters": {}}}, format="json").json()["plan"]
+    sent: list[str] = []
+    monkeypatch.setattr(tasks.checkpoint_protect, "delay", lambda checkpoint_id: sent.append(checkpoint_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        owner.client.post(owner.url(f"providers/{PROVIDER_ID}/checkpoints"), {"checkpoint": {"plan_id": plan["id"]}},
+                          format="json")
+    flows.checkpoint_protect_run(checkpoint_id=sent[0], worker="test-worker:1")
+    from restores.models import Restore
+
+    before = Restore.all_objects.count()
+    response = owner.client.post(owner.url("restores"), {"restore": {
+        "provider_id": PROVIDER_ID, "checkpoint_id": sent[0], "restore_target": None,
+        "parameters": {PG: {"database": "elsewhere", "target": "prod-db"}}}}, format="json")
+    assert response.status_code == 400, response.content
+    fault = response.json()["badRequest"]
+    assert "prod-db" in fault["message"] and f"parameters.{PG}" in fault["fields"]
+    assert Restore.all_objects.count() == before

@@ -7,6 +7,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from karbor_site.errors import InvalidInput
+
 from protection.banks import bank_for_provider
 from providers.plugins.mysql import quote
 from providers.registry import get_registry
@@ -165,10 +167,9 @@ def test_instances_are_per_project_and_deny_by_default(db, my, owner, stranger):
 
 def test_undeclared_restore_target_and_existing_database_fail_with_the_reason(db, my):
     checkpoint = protect(MY, my.instance_id())
-    for target in ("nowhere", "theirs"):
-        done = restore(checkpoint, MY, {"database": my.name("karbor_myt_never"), "target": target})
-        assert done.status == "fail"
-        assert f"restore target {target!r} is not a declared MySQL server" in only_reason(done)
+    for target in ("nowhere", "theirs"):  # refused when the restore is asked for: nothing is created
+        with pytest.raises(InvalidInput, match=f"restore target {target!r} is not a declared MySQL server"):
+            restore(checkpoint, MY, {"database": my.name("karbor_myt_never"), "target": target})
     done = restore(checkpoint, MY, {"database": "mysql", "target": "scratch", "confirm_overwrite": True})
     assert done.status == "fail" and "'mysql' is a system database" in only_reason(done)
     existing = my.name("karbor_myt_existing")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
+from karbor_site.errors import InvalidInput
 from django.core.exceptions import ImproperlyConfigured
 from psycopg2 import sql
 
@@ -190,10 +192,9 @@ def test_listing_is_per_project_and_deny_by_default(db, pg, owner, stranger):
 
 def test_undeclared_or_foreign_restore_target_fails_with_the_reason(db, pg):
     checkpoint = protect(PG, pg.instance_id())
-    for target in ("nowhere", "theirs"):
-        done = restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never"), "target": target})
-        assert done.status == "fail"
-        assert f"restore target {target!r} is not a declared PostgreSQL server" in only_reason(done)
+    for target in ("nowhere", "theirs"):  # refused when the restore is asked for: nothing is created
+        with pytest.raises(InvalidInput, match=f"restore target {target!r} is not a declared PostgreSQL server"):
+            restore(checkpoint, PG, {"database": pg.name("karbor_pgt_never"), "target": target})
     assert not execute("postgres", "SELECT 1 FROM pg_database WHERE datname = ANY(%s)", (pg.created[1:],))
 
 
