@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from karbor_site.errors import KarborError
 from protection import services
 from protection.verifications.services import verification_admin_action
-from protection.models import Checkpoint, OperationLog, Quota, QuotaClass, Service, Verification
+from protection.models import BankGcRequest, Checkpoint, OperationLog, Quota, QuotaClass, Service, Verification
 
 
 class AllRowsAdmin(admin.ModelAdmin):
@@ -33,7 +33,8 @@ class CheckpointAdmin(AllRowsAdmin):
     readonly_fields = [
         "id", "project_id", "provider_id", "plan_id", "status", "status_reason", "protection_plan",
         "resource_graph", "resources_status", "resources_reason", "saved_info", "bytes_done", "bytes_total",
-        "items_done", "items_total", "heartbeat_at", "worker", "created_at", "updated_at", "deleted_at", "deleted",
+        "items_done", "items_total", "heartbeat_at", "worker", "copy_of", "created_at", "updated_at", "deleted_at",
+        "deleted",
     ]
     actions = ["delete_checkpoint", "verify_checkpoint"]
 
@@ -86,3 +87,18 @@ class QuotaClassAdmin(AllRowsAdmin):
     list_display = ["class_name", "resource", "hard_limit", "deleted", "updated_at"]
     list_filter = ["resource", "deleted"]
     search_fields = ["class_name"]
+
+
+@admin.register(BankGcRequest)
+class BankGcRequestAdmin(admin.ModelAdmin):
+    """Which banks wait for their batched garbage collection, and how the last one went (read-only)."""
+
+    list_display = ["provider_id", "queued", "requested_at", "queued_at", "last_run_at", "last_error"]
+    list_filter = ["queued"]
+    search_fields = ["provider_id", "last_error"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

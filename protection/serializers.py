@@ -58,16 +58,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         return obj.disabled_reason or None
 
 
-class ServiceUpdateSerializer(serializers.Serializer):
+class ServiceUpdateSerializer(StrictInputSerializer):
     status = serializers.ChoiceField(choices=["enabled", "disabled"])
     disabled_reason = serializers.CharField(max_length=255, required=False, allow_null=True, allow_blank=True)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class QuotaLimitsSerializer(serializers.Serializer):

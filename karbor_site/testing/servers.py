@@ -12,6 +12,15 @@ import subprocess
 import pytest
 
 
+# Where the shared servers answer (the machines' defaults; override to point the tests elsewhere).
+PG_HOST = os.environ.get("KARBOR_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("KARBOR_TEST_PG_PORT", "5432"))
+MYSQL_HOST = os.environ.get("KARBOR_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("KARBOR_TEST_MYSQL_PORT", "3306"))
+REDIS_HOST = os.environ.get("KARBOR_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("KARBOR_TEST_REDIS_PORT", "6379"))
+
+
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -1,20 +1,18 @@
 """The distributed shape's broker: the service on a real Redis server protects and restores."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import redis
 from karborclient.client import Client
 
+from karbor_site.testing.servers import REDIS_HOST, REDIS_PORT
 from karbor_site.testing.live import live_service
 from karbor_site.testing.servers import require_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-REDIS_HOST = os.environ.get("KARBOR_TEST_REDIS_HOST", "127.0.0.1")
-REDIS_PORT = int(os.environ.get("KARBOR_TEST_REDIS_PORT", "6379"))
 REDIS_DB = 15  # a database of its own, emptied first: no stale message of another run is consumed
 
 

@@ -5,6 +5,7 @@ import boto3
 import pytest
 import redis
 
+from karbor_site.testing.servers import REDIS_HOST, REDIS_PORT
 from karbor_site.testing.servers import require_server
 from protection import flows as protect_flows
 from protection import tasks as protection_tasks
@@ -26,14 +27,14 @@ DB = 7
 
 @pytest.fixture
 def app(owner, provider_dir, tmp_path, settings, s3_server, monkeypatch):
-    require_server("Redis", "127.0.0.1", 6379)
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
     settings.KARBOR_FLOW_HEARTBEAT_INTERVAL = 3600
     settings.KARBOR_TEST_S3_KEY, settings.KARBOR_TEST_S3_SECRET = ACCESS_KEY, SECRET_KEY
     data, target = tmp_path / "www", tmp_path / "restore"
     data.mkdir()
     target.mkdir()
     fill_tree(data, files=6, size=32 * 1024)
-    client = redis.Redis(port=6379, db=DB)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB)
     client.flushdb()
     s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY, region_name=REGION)
@@ -46,7 +47,7 @@ def app(owner, provider_dir, tmp_path, settings, s3_server, monkeypatch):
             "sources": [{"name": "www", "path": str(data), "projects": [owner.project_id]}],
             "restore_targets": [{"path": str(target), "projects": [owner.project_id]}]}},
         REDIS: {"plugin": "redis", "options": {"sources": [
-            {"name": "cache", "host": "127.0.0.1", "port": 6379, "db": DB, "projects": [owner.project_id]}]}},
+            {"name": "cache", "host": REDIS_HOST, "port": REDIS_PORT, "db": DB, "projects": [owner.project_id]}]}},
         S3: {"plugin": "s3_bucket", "options": {"sources": [{"name": "uploads", **s3_entry}],
                                                 "restore_targets": [{"name": "copy", "prefix": "copy/", **s3_entry}]}},
     })

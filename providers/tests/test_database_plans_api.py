@@ -11,6 +11,7 @@ from urllib.parse import quote as url_quote
 import pytest
 import redis
 
+from karbor_site.testing.servers import MYSQL_HOST, MYSQL_PORT, PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT
 from protection import flows, tasks
 from protection.banks import forget_banks
 from protection.tasks import verification_run_task
@@ -34,9 +35,9 @@ __all__ = ["db_settings"]
 def mixed(provider_dir, tmp_path):
     require_server("PostgreSQL", pg_kit.HOST, pg_kit.PORT)
     require_server("MariaDB", my_kit.HOST, my_kit.PORT)
-    require_server("Redis", "127.0.0.1", 6379)
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
     require_tools("pg_dump", "pg_restore", "mariadb-dump", "mariadb")
-    caches = {db: redis.Redis(host="127.0.0.1", port=6379, db=db) for db in (REDIS_DB, REDIS_TARGET_DB)}
+    caches = {db: redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db) for db in (REDIS_DB, REDIS_TARGET_DB)}
     for client in caches.values():
         client.flushdb()
     caches[REDIS_DB].set("session:1", "alice", ex=3600)
@@ -50,7 +51,9 @@ def mixed(provider_dir, tmp_path):
     created = {"pg": [names["pg"]], "my": [names["my"]]}
     pg_kit.make_database(names["pg"])
     my_kit.make_database(names["my"])
-    server = {"host": "127.0.0.1", "projects": [OWNER_PROJECT]}
+    projects = {"projects": [OWNER_PROJECT]}
+    pg_server, my_server = {"host": PG_HOST, **projects}, {"host": MYSQL_HOST, **projects}
+    redis_server = {"host": REDIS_HOST, **projects}
     write_provider_file(provider_dir, {
         "id": PROVIDER_ID, "name": "mixed", "bank": {"type": "local", "path": str(tmp_path / "bank")},
         "plugins": {
@@ -58,13 +61,13 @@ def mixed(provider_dir, tmp_path):
                 "sources": [{"name": "app", "path": str(app), "projects": [OWNER_PROJECT]}],
                 "restore_targets": [{"path": str(target), "projects": [OWNER_PROJECT]}]}},
             PG: {"plugin": "postgresql", "options": {
-                "sources": [{"name": "pg", "port": 5432, "user": "postgres", "databases": [names["pg"]], **server}],
-                "restore_targets": [{"name": "pg-scratch", "port": 5432, "user": "postgres", **server}]}},
+                "sources": [{"name": "pg", "port": PG_PORT, "user": "postgres", "databases": [names["pg"]], **pg_server}],
+                "restore_targets": [{"name": "pg-scratch", "port": PG_PORT, "user": "postgres", **pg_server}]}},
             MY: {"plugin": "mysql", "options": {
-                "sources": [{"name": "my", "port": 3306, "user": "root", "databases": [names["my"]], **server}]}},
+                "sources": [{"name": "my", "port": MYSQL_PORT, "user": "root", "databases": [names["my"]], **my_server}]}},
             REDIS: {"plugin": "redis", "options": {
-                "sources": [{"name": "cache", "port": 6379, "db": REDIS_DB, **server}],
-                "restore_targets": [{"name": "cache-scratch", "port": 6379, "db": REDIS_TARGET_DB, **server}]}},
+                "sources": [{"name": "cache", "port": REDIS_PORT, "db": REDIS_DB, **redis_server}],
+                "restore_targets": [{"name": "cache-scratch", "port": REDIS_PORT, "db": REDIS_TARGET_DB, **redis_server}]}},
         },
     })
     forget_banks()

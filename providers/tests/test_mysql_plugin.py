@@ -7,6 +7,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from karbor_site.testing.servers import MYSQL_HOST, MYSQL_PORT
 from karbor_site.errors import InvalidInput
 
 from protection.banks import bank_for_provider
@@ -19,7 +20,7 @@ from providers.tests.dbkit import (
 from providers.testing import OWNER_PROJECT
 
 MY = "MySQL::Database"
-HOST, PORT = "127.0.0.1", 3306
+HOST, PORT = MYSQL_HOST, MYSQL_PORT
 TABLES = ("customers", "orders", "audit log")
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("db_settings")]

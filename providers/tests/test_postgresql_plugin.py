@@ -7,6 +7,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from karbor_site.testing.servers import PG_HOST, PG_PORT
 from karbor_site.errors import InvalidInput
 from django.core.exceptions import ImproperlyConfigured
 from psycopg2 import sql
@@ -21,7 +22,7 @@ from providers.tests.dbkit import (
 from providers.testing import OWNER_PROJECT
 
 PG = "PostgreSQL::Database"
-HOST, PORT = "127.0.0.1", 5432
+HOST, PORT = PG_HOST, PG_PORT
 TABLES = ("customers", "orders", "audit log")
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("db_settings")]

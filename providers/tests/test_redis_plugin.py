@@ -7,6 +7,7 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
+from karbor_site.testing.servers import REDIS_HOST, REDIS_PORT
 from karbor_site.errors import InvalidInput
 from karbor_site.testing.servers import require_server
 from providers.plugins.redis_db import RedisDatabasePlugin
@@ -20,7 +21,7 @@ SOURCE_DB, TARGET_DB, THEIRS_DB = 5, 6, 7
 
 
 def _source(name: str, db: int, projects, **extra):
-    entry = {"name": name, "host": "127.0.0.1", "port": 6379, "db": db, "timeout": 3, **extra}
+    entry = {"name": name, "host": REDIS_HOST, "port": REDIS_PORT, "db": db, "timeout": 3, **extra}
     if projects is not None:
         entry["projects"] = projects
     return entry
@@ -28,8 +29,8 @@ def _source(name: str, db: int, projects, **extra):
 
 @pytest.fixture
 def clients():
-    require_server("Redis", "127.0.0.1", 6379)
-    found = {db: redis.Redis(host="127.0.0.1", port=6379, db=db) for db in (SOURCE_DB, TARGET_DB, THEIRS_DB)}
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    found = {db: redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db) for db in (SOURCE_DB, TARGET_DB, THEIRS_DB)}
     for client in found.values():
         client.flushdb()
     yield found
@@ -272,7 +273,7 @@ def test_a_missing_password_variable_is_named(provider_dir, tmp_path, monkeypatc
     monkeypatch.delenv("KARBOR_TEST_NO_SUCH_VARIABLE", raising=False)
     appkit.write_provider(provider_dir, tmp_path / "bank", {
         REDIS: {"plugin": "redis", "options": {"sources": [
-            {"name": "cache", "host": "127.0.0.1", "password_env": "KARBOR_TEST_NO_SUCH_VARIABLE", "projects": ["*"]},
+            {"name": "cache", "host": REDIS_HOST, "password_env": "KARBOR_TEST_NO_SUCH_VARIABLE", "projects": ["*"]},
         ]}},
     })
     checkpoint = appkit.protect(appkit.make_plan(REDIS, [instance_id(appkit.plugin(REDIS), "cache")]))
