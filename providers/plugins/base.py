@@ -7,7 +7,8 @@ provider file) are validated against ``config_schema`` when the plugin is built.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,6 +16,7 @@ import jsonschema
 from django.core.exceptions import ImproperlyConfigured
 
 from karbor_site.errors import NotFound
+from protection.bank.errors import BankError
 
 if TYPE_CHECKING:  # the bank is only handed to plugins at run time
     from protection.bank import Bank, Writer
@@ -51,6 +53,22 @@ def schema_errors(schema: dict, value: Any) -> list[tuple[str, str]]:
 
 class PluginError(Exception):
     """A protect, restore, verify or delete of one resource failed; the message is shown to the tenant."""
+
+
+@contextmanager
+def bank_reading(bank: Bank) -> Iterator[dict]:
+    """Read a checkpoint's data under a reader lease (GC leaves what readers use alone); yields the chunk
+    lookup. Bank errors become PluginError with the bank's reason."""
+    try:
+        lease = bank.take_lease("reader")
+    except BankError as exc:
+        raise PluginError(str(exc)) from None
+    try:
+        yield bank.load_lookup(refresh=True)
+    except BankError as exc:
+        raise PluginError(str(exc)) from None
+    finally:
+        lease.release()
 
 
 @dataclass

@@ -52,7 +52,7 @@ from protection.bank.manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYML
 from protection.bank.reader import fetch_ordered
 from protection.bank.safe_fs import set_directory_metadata
 from providers.constants import FILESYSTEM_DIRECTORY
-from providers.plugins.base import Instance, PluginError, RestoreContext, VerifyContext
+from providers.plugins.base import Instance, PluginError, RestoreContext, VerifyContext, bank_reading
 
 
 class FilesystemDirectoryPlugin(Protocol):
@@ -349,12 +349,7 @@ def verify(plugin: FilesystemDirectoryPlugin, context: VerifyContext) -> dict[st
     prefix = context.prefix.strip("/")
     damaged: dict[str, str] = {}
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "chunks": 0}
-    try:
-        lease = bank.take_lease("reader")
-    except BankError as exc:
-        raise PluginError(str(exc)) from None
-    try:
-        lookup = bank.load_lookup(refresh=True)
+    with bank_reading(bank) as lookup:
         manifest = bank.read_manifest(context.checkpoint_id, lookup)
         selected = [item for item in manifest.items() if item.path == prefix or item.path.startswith(prefix + "/")]
         if not selected:
@@ -401,10 +396,6 @@ def verify(plugin: FilesystemDirectoryPlugin, context: VerifyContext) -> dict[st
                 progress.items_done += 1
                 if context.on_progress:
                     context.on_progress(progress)
-    except BankError as exc:
-        raise PluginError(str(exc)) from None
-    finally:
-        lease.release()
     if damaged:
         shown = "; ".join(f"{name!r}: {reason}" for name, reason in list(damaged.items())[:MAX_REPORTED])
         more = f" (and {len(damaged) - MAX_REPORTED} more)" if len(damaged) > MAX_REPORTED else ""

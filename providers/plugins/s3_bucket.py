@@ -51,10 +51,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from protection.bank import BankError, Item, Progress
+from protection.bank import Item, Progress
 from protection.bank.reader import fetch_ordered
 from providers.constants import S3_BUCKET
-from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext
+from providers.plugins.base import PluginError, ProtectContext, RestoreContext, VerifyContext, bank_reading
 from providers.plugins.declared import (
     ENV_NAME_SCHEMA,
     NAME_SCHEMA,
@@ -404,19 +404,10 @@ def _resource_items(bank, context, lookup) -> list[Item]:
 def _checkpoint_objects(context, thread_name: str) -> Iterator[tuple[list[Item], Callable[[Item], Iterator[bytes]]]]:
     """The resource's object items and a reader of their bytes, under one reader lease of the bank."""
     bank = context.bank
-    try:
-        lease = bank.take_lease("reader")
-    except BankError as exc:
-        raise PluginError(str(exc)) from None
-    try:
-        lookup = bank.load_lookup(refresh=True)
+    with bank_reading(bank) as lookup:
         items = _resource_items(bank, context, lookup)
         with ThreadPoolExecutor(bank.workers, thread_name_prefix=thread_name) as pool:
             yield items, lambda item: _item_data(bank, lookup, pool, item)
-    except BankError as exc:
-        raise PluginError(str(exc)) from None
-    finally:
-        lease.release()
 
 
 def _item_data(bank, lookup, pool, item: Item) -> Iterator[bytes]:
