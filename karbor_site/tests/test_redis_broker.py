@@ -1,6 +1,8 @@
 """The distributed shape's broker: the service on a real Redis server protects and restores."""
 from __future__ import annotations
 
+import secrets
+
 import time
 
 import pytest
@@ -28,7 +30,9 @@ def test_checkpoint_and_restore_through_a_redis_broker():
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
     redis.Redis.from_url(url).flushdb()
-    with live_service(extra_env={"KARBOR_BROKER_URL": url}) as service:
+    # The distributed shape refuses to start without a shared secret key, as an operator sets it.
+    env = {"KARBOR_BROKER_URL": url, "KARBOR_SECRET_KEY": "redis-broker-test-" + secrets.token_urlsafe(32)}
+    with live_service(extra_env=env) as service:
         assert "broker redis://" in service.log()
         client = Client("1", service.endpoint, token=service.token)
         provider = client.providers.list()[0]
