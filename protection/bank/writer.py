@@ -1,10 +1,12 @@
 """Writer sessions: chunk, dedup, compress, encrypt and pack streams and directory trees.
 
-Pipeline: the calling thread reads and chunks (pyfastcdc drops the GIL while cutting),
-a thread pool hashes, compresses and encrypts (blake3, zstd and ChaCha20 drop the GIL),
-and a small uploader pool writes finished packs. The calling thread consumes results in
-order, so item chunk lists keep their order and memory stays bounded by the in-flight
-window (``3 x workers`` chunks) plus at most three packs.
+Pipeline: the calling thread walks the tree, reads and chunks large files (pyfastcdc drops
+the GIL while cutting), a thread pool hashes, compresses and encrypts (blake3, zstd and, via
+:mod:`.openssl_aead`, ChaCha20 drop the GIL) and opens, reads and seals small files itself,
+many per task, and a small uploader pool writes finished packs. The calling thread consumes
+results in order, so item chunk lists and items keep their order and memory stays bounded by
+the in-flight window (``3 x workers`` tasks, ``8 MiB x workers`` of plaintext) plus at most
+three packs.
 """
 from __future__ import annotations
 
