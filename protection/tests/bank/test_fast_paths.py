@@ -99,6 +99,21 @@ def test_many_small_files_between_large_ones_keep_content_and_walk_order(local_b
     assert snapshot(dest) == snapshot(str(src))
 
 
+def _protect_with_walk_hook(bank, src: str, hook, monkeypatch):
+    """Checkpoint ``m`` of ``src``, passing each walked entry through ``hook(path, stored, st) -> st``
+    between the walk's stat and the read: the window in which a live tree changes."""
+    walk = Writer._walk
+
+    def hooked_walk(self, root, prefix):
+        for path, stored, st in walk(self, root, prefix):
+            yield path, stored, hook(path, stored, st)
+
+    monkeypatch.setattr(Writer, "_walk", hooked_walk)
+    with bank.writer("m") as w:
+        w.add_tree(src)
+        return w.commit()
+
+
 def test_a_small_file_that_grew_after_its_stat_is_stored_whole(local_backend, tmp_path, monkeypatch):
     src, dest = tmp_path / "src", str(tmp_path / "dest")
     src.mkdir()
@@ -106,20 +121,14 @@ def test_a_small_file_that_grew_after_its_stat_is_stored_whole(local_backend, tm
     grown = pseudo_random(700_000, "grown")  # several chunks: stored like a large file
     (src / "grew.log").write_bytes(grown)
     (src / "z.txt").write_bytes(b"after")
-    walk = Writer._walk
+    def stale_stat(path, stored, st):
+        if stored == "grew.log":  # what stat said before the file grew
+            st = os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 10,
+                                 st.st_atime, st.st_mtime, st.st_ctime))
+        return st
 
-    def stale_walk(self, root, prefix):
-        for path, stored, st in walk(self, root, prefix):
-            if stored == "grew.log":  # what stat said before the file grew
-                st = os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 10,
-                                     st.st_atime, st.st_mtime, st.st_ctime))
-            yield path, stored, st
-
-    monkeypatch.setattr(Writer, "_walk", stale_walk)
     bank = new_bank(local_backend)
-    with bank.writer("m") as w:
-        w.add_tree(str(src))
-        manifest = w.commit()
+    manifest = _protect_with_walk_hook(bank, str(src), stale_stat, monkeypatch)
     items = {item.path: item for item in manifest.items()}
     assert items["grew.log"].size == len(grown) and len(items["grew.log"].chunks) > 1
     bank.restore_tree("m", dest)
@@ -132,18 +141,11 @@ def test_a_small_file_deleted_before_it_is_read_is_skipped_with_a_warning(local_
     src.mkdir()
     for name in ("a.txt", "gone.txt", "z.txt"):
         (src / name).write_bytes(name.encode())
-    walk = Writer._walk
+    def delete_after_stat(path, stored, st):
+        if stored == "gone.txt":
+            os.unlink(path)  # after the walk's stat, before a worker opens it
+        return st
 
-    def deleting_walk(self, root, prefix):
-        for path, stored, st in walk(self, root, prefix):
-            if stored == "gone.txt":
-                os.unlink(path)  # after the walk's stat, before a worker opens it
-            yield path, stored, st
-
-    monkeypatch.setattr(Writer, "_walk", deleting_walk)
-    bank = new_bank(local_backend)
-    with bank.writer("m") as w:
-        w.add_tree(str(src))
-        manifest = w.commit()
+    manifest = _protect_with_walk_hook(new_bank(local_backend), str(src), delete_after_stat, monkeypatch)
     assert [item.path for item in manifest.items()] == ["a.txt", "z.txt"]
     assert len(manifest.stats.warnings) == 1 and manifest.stats.warnings[0].startswith("gone.txt: ")
