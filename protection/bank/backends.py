@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
+import errno
+import fcntl
+import mmap
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
@@ -33,6 +37,47 @@ def _parts(data: Data) -> Sequence[Union[bytes, bytearray, memoryview]]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return (data,)
     return data
+
+
+# Objects from this size on (packs) are written with O_DIRECT, through a reused aligned staging buffer.
+# Buffered writes put every byte of a new pack into freshly allocated page-cache pages: on this
+# project's VMs that copy cost ~0.7 s of CPU per 320 MiB (first touch of each new page), 28 % of a
+# full protect's CPU; O_DIRECT sends the staging buffer to the device instead (~0.01 s), and backup data
+# does not evict the page cache the protected application uses. Reading packs back is unaffected.
+DIRECT_WRITE_MIN = 1024 * 1024
+_DIRECT_ALIGN = 4096
+_DIRECT_STAGE = 1024 * 1024
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_stage = threading.local()
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_direct(fd: int, parts: Sequence[Union[bytes, bytearray, memoryview]]) -> None:
+    """Write ``parts`` to ``fd`` (opened with O_DIRECT): whole aligned blocks directly, the tail buffered."""
+    stage = getattr(_stage, "buffer", None)
+    if stage is None:
+        stage = _stage.buffer = memoryview(mmap.mmap(-1, _DIRECT_STAGE))  # page-aligned, reused by this thread
+    fill = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            n = min(len(view), _DIRECT_STAGE - fill)
+            stage[fill:fill + n] = view[:n]
+            fill += n
+            view = view[n:]
+            if fill == _DIRECT_STAGE:
+                _write_all(fd, stage)
+                fill = 0
+    aligned = fill - fill % _DIRECT_ALIGN
+    if aligned:
+        _write_all(fd, stage[:aligned])
+    if fill > aligned:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        _write_all(fd, stage[aligned:fill])
 
 
 def _check_key(key: str) -> None:
@@ -84,9 +129,10 @@ class LocalBackend(Backend):
 
     TMP_MARK = ".tmp-"
 
-    def __init__(self, root: Union[str, os.PathLike], fsync: bool = True) -> None:
+    def __init__(self, root: Union[str, os.PathLike], fsync: bool = True, direct_writes: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.fsync = fsync
+        self.direct_writes = direct_writes and bool(_O_DIRECT)
 
     def describe(self) -> str:
         return self.root
@@ -100,14 +146,35 @@ class LocalBackend(Backend):
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f"{self.TMP_MARK}{uuid.uuid4().hex}")
+        parts = list(_parts(data))
+        direct = self.direct_writes and sum(memoryview(p).nbytes for p in parts) >= DIRECT_WRITE_MIN
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fd = -1
+            if direct:
+                try:
+                    fd = os.open(tmp, flags | _O_DIRECT, 0o600)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # a file system without O_DIRECT (tmpfs): write buffered
+                        raise
+            if fd < 0:
+                direct = False
+                fd = os.open(tmp, flags, 0o600)
             try:
-                for part in _parts(data):
-                    view = memoryview(part)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
+                if direct:
+                    try:
+                        _write_direct(fd, parts)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        # A device with stricter alignment: start over buffered.
+                        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+                        os.ftruncate(fd, 0)
+                        os.lseek(fd, 0, os.SEEK_SET)
+                        direct = False
+                if not direct:
+                    for part in parts:
+                        _write_all(fd, memoryview(part).cast("B"))
                 if self.fsync:
                     os.fsync(fd)
             finally:

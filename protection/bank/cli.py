@@ -19,7 +19,7 @@ import uuid
 from typing import List, Optional
 
 from .backends import Backend, LocalBackend, S3Backend
-from .bank import Bank
+from .bank import DEFAULT_COMPRESSION_LEVEL, Bank
 from .errors import BankError
 
 
@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     sub = p.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init")
-    init.add_argument("--compression-level", type=int, default=3)
+    init.add_argument("--compression-level", type=int, default=DEFAULT_COMPRESSION_LEVEL)
     prot = sub.add_parser("protect")
     prot.add_argument("source")
     prot.add_argument("--id", default=None, help="checkpoint id (default: new UUID)")

@@ -7,9 +7,11 @@ Every stored blob (chunk, pack trailer, index, manifest) is *sealed*:
     plain bank: chunks are the bare envelope (their id re-hashes them);
                 metadata objects get a 16-byte BLAKE3 checksum prefix.
 
-ChaCha20-Poly1305 rather than AES-GCM because it scales across threads with
-`cryptography` (measured in docs/bank.md); ``aad`` binds a chunk blob to its id so a
-blob moved to another id fails authentication.
+``aad`` binds a chunk blob to its id so a blob moved to another id fails authentication.
+Blobs of 64 KiB and more are sealed and opened through :mod:`.openssl_aead` (the same
+cipher from the system's OpenSSL, without holding the GIL: ``cryptography`` holds it for the
+whole call, so sealing threads stalled each other and the reading thread); smaller ones, where
+the ctypes calls would cost more than the cipher, through ``cryptography``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from . import openssl_aead
 from .errors import BankError, CorruptionError, WrongPassphraseError
 
 NONCE_SIZE = 12
@@ -37,6 +40,8 @@ DEFAULT_SCRYPT_N = 2**15
 _KEY_AAD = b"protection-bank-key-v1:"
 # Unkeyed banks still derive ids through a fixed key so the id function has one shape.
 _PLAIN_ID_CONTEXT = "protection bank 2024 plain chunk id"
+# From this size on the AEAD runs through OpenSSL without the GIL (below it the ctypes calls cost more).
+_GIL_FREE_AEAD_MIN = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,8 @@ class Crypto:
         self.encrypted = master is not None
         self.compression_level = compression_level
         self._aead = ChaCha20Poly1305(master.enc_key) if master else None
+        self._enc_key = master.enc_key if master else None
+        self._gil_free_aead = bool(master) and openssl_aead.AVAILABLE
         self._id_key = master.id_key if master else blake3.blake3(
             b"", derive_key_context=_PLAIN_ID_CONTEXT
         ).digest()
@@ -133,13 +140,18 @@ class Crypto:
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
 
-    def _envelope(self, data, compress: bool) -> bytes:
+    def _envelope_parts(self, data, compress: bool):
+        """(flag byte, payload): the envelope without joining them, which would copy the payload."""
         if compress and len(data) >= 64:
             packed = self._compressor().compress(data)
             # Keep raw when zstd saves less than ~3 %: decompression is the restore bottleneck.
             if len(packed) < len(data) - (len(data) >> 5):
-                return b"\x01" + packed
-        return b"\x00" + bytes(data)
+                return b"\x01", packed
+        return b"\x00", data
+
+    def _envelope(self, data, compress: bool) -> bytes:
+        flag, payload = self._envelope_parts(data, compress)
+        return flag + bytes(payload)
 
     def _unenvelope(self, env: bytes, what: str, as_view: bool = False):
         if not env:
@@ -161,6 +173,11 @@ class Crypto:
     def _decrypt(self, blob, aad: bytes, what: str) -> bytes:
         if len(blob) < NONCE_SIZE + TAG_SIZE:
             raise CorruptionError(f"{what}: blob too short ({len(blob)} bytes)")
+        if self._gil_free_aead and _GIL_FREE_AEAD_MIN <= len(blob) < openssl_aead.MAX_LENGTH:
+            env = openssl_aead.open_(self._enc_key, blob, aad)
+            if env is None:
+                raise CorruptionError(f"{what}: authentication failed (data corrupted or wrong key)")
+            return env
         view = memoryview(blob)
         try:
             return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
@@ -169,7 +186,10 @@ class Crypto:
 
     def seal_chunk(self, chunk_id: bytes, data, compress: bool = True) -> bytes:
         """Compress (when it helps) and encrypt one chunk."""
-        env = self._envelope(data, compress)
+        flag, payload = self._envelope_parts(data, compress)
+        if self._gil_free_aead and _GIL_FREE_AEAD_MIN <= len(payload) < openssl_aead.MAX_LENGTH:
+            return openssl_aead.seal(self._enc_key, os.urandom(NONCE_SIZE), flag, payload, chunk_id)
+        env = flag + bytes(payload)
         return self._encrypt(env, chunk_id) if self._aead else env
 
     def open_chunk(self, chunk_id: bytes, blob, verify: bool = True, as_view: bool = False):
