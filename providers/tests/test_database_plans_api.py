@@ -158,19 +158,24 @@ def test_one_checkpoint_protects_and_restores_a_directory_two_databases_and_redi
     assert redis_contents(mixed["redis"][REDIS_TARGET_DB]) == redis_before and redis_before
 
 
-def test_a_restore_target_that_is_no_declared_server_is_a_400_naming_it(
-    db, owner, mixed, monkeypatch, django_capture_on_commit_callbacks
-):
+def protected_database(owner, monkeypatch, capture) -> str:
+    """A plan of the PostgreSQL database alone, checkpointed through the API; the checkpoint's id."""
     resources = [{"id": i["id"], "type": i["type"], "name": i["name"]} for i in (only_instance(owner, PG),)]
     plan = owner.client.post(owner.url("plans"), {"plan": {
         "name": "db", "provider_id": PROVIDER_ID, "resources": resources, "parameters": {}}}, format="json").json()["plan"]
     sent: list[str] = []
     monkeypatch.setattr(tasks.checkpoint_protect, "delay", lambda checkpoint_id: sent.append(checkpoint_id))
-    with django_capture_on_commit_callbacks(execute=True):
+    with capture(execute=True):
         owner.client.post(owner.url(f"providers/{PROVIDER_ID}/checkpoints"), {"checkpoint": {"plan_id": plan["id"]}},
                           format="json")
-    checkpoint_id = sent[0]
-    flows.checkpoint_protect_run(checkpoint_id=checkpoint_id, worker="test-worker:1")
+    flows.checkpoint_protect_run(checkpoint_id=sent[0], worker="test-worker:1")
+    return sent[0]
+
+
+def test_a_restore_target_that_is_no_declared_server_is_a_400_naming_it(
+    db, owner, mixed, monkeypatch, django_capture_on_commit_callbacks
+):
+    checkpoint_id = protected_database(owner, monkeypatch, django_capture_on_commit_callbacks)
     response = owner.client.post(owner.url("restores"), {"restore": {
         "provider_id": PROVIDER_ID, "checkpoint_id": checkpoint_id, "restore_target": "db.example.com",
         "parameters": {}}}, format="json")
@@ -182,20 +187,12 @@ def test_a_restore_target_that_is_no_declared_server_is_a_400_naming_it(
 def test_a_target_parameter_that_is_no_declared_server_is_a_400_naming_the_parameter(
     db, owner, mixed, monkeypatch, django_capture_on_commit_callbacks
 ):
-    resources = [{"id": i["id"], "type": i["type"], "name": i["name"]} for i in (only_instance(owner, PG),)]
-    plan = owner.client.post(owner.url("plans"), {"plan": {
-        "name": "db", "provider_id": PROVIDER_ID, "resources": resources, "parameters": {}}}, format="json").json()["plan"]
-    sent: list[str] = []
-    monkeypatch.setattr(tasks.checkpoint_protect, "delay", lambda checkpoint_id: sent.append(checkpoint_id))
-    with django_capture_on_commit_callbacks(execute=True):
-        owner.client.post(owner.url(f"providers/{PROVIDER_ID}/checkpoints"), {"checkpoint": {"plan_id": plan["id"]}},
-                          format="json")
-    flows.checkpoint_protect_run(checkpoint_id=sent[0], worker="test-worker:1")
+    checkpoint_id = protected_database(owner, monkeypatch, django_capture_on_commit_callbacks)
     from restores.models import Restore
 
     before = Restore.all_objects.count()
     response = owner.client.post(owner.url("restores"), {"restore": {
-        "provider_id": PROVIDER_ID, "checkpoint_id": sent[0], "restore_target": None,
+        "provider_id": PROVIDER_ID, "checkpoint_id": checkpoint_id, "restore_target": None,
         "parameters": {PG: {"database": "elsewhere", "target": "prod-db"}}}}, format="json")
     assert response.status_code == 400, response.content
     fault = response.json()["badRequest"]
