@@ -100,17 +100,17 @@ def checkpoint_copy_create(
                 )
         elif not originals.exists():
             raise InvalidInput.for_field("copy.plan_id", "The plan has not been protected.")
+        copied = set(Checkpoint.objects.filter(
+            provider_id=destination.id, copy_of__in=originals.values("pk"),
+            status__in=(CheckpointStatus.AVAILABLE, CheckpointStatus.COPYING),
+        ).values_list("copy_of", flat=True))
         to_copy = []
         for original in originals.order_by("created_at"):
             if original.status != CheckpointStatus.AVAILABLE:
                 if wanted is not None:
                     checkpoint_hold(checkpoint_id=original.pk)  # the 409 naming its status
                 continue
-            already = Checkpoint.objects.filter(
-                provider_id=destination.id, copy_of=original.pk,
-                status__in=(CheckpointStatus.AVAILABLE, CheckpointStatus.COPYING),
-            ).exists()
-            if not already:
+            if original.pk not in copied:
                 to_copy.append(original)
         if to_copy:
             quota_check(project_id=project_id, resource="checkpoints", adding=len(to_copy))
