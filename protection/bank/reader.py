@@ -14,6 +14,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from .direct_io import DirectFile, pwrite_sparse
 from .errors import BankError, CorruptionError, ObjectNotFound
 from .index import ChunkLoc, pack_key
 from .manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item
@@ -134,41 +135,14 @@ def fetch_ordered(bank, events: Iterable[tuple], lookup: Dict[bytes, ChunkLoc],
         yield pop_one()
 
 
-SPARSE_BLOCK = 64 * 1024
-_ZERO_BLOCK = bytes(SPARSE_BLOCK)
-
-
-def pwrite_sparse(fd: int, data, offset: int) -> None:
-    """Write ``data`` at ``offset`` without moving the file position, leaving all-zero 64 KiB blocks as holes.
-
-    Positional writes let several threads fill one file at once; holes need no seek because
-    the file is truncated to its full size when it is closed.
-    """
-    n = len(data)
-    view = memoryview(data)
-    run_start = 0
-    pos = 0
-    while pos < n:
-        end = pos + SPARSE_BLOCK
-        # Cheap probes first: real data almost never starts and ends a block with zero bytes.
-        if end <= n and view[pos] == 0 and view[end - 1] == 0 and view[pos:end].tobytes() == _ZERO_BLOCK:
-            _pwrite_all(fd, view[run_start:pos], offset + run_start)
-            run_start = end
-        pos = end
-    _pwrite_all(fd, view[run_start:n], offset + run_start)
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
+# Files from this size on are written with O_DIRECT (see direct_io) where the destination takes it.
+DIRECT_RESTORE_MIN = 1024 * 1024
 
 
 class _FileJob:
     """One file (or stream) being restored: opened by the first chunk to arrive, closed by the last."""
 
-    __slots__ = ("stored", "item", "pending", "fd", "lock")
+    __slots__ = ("stored", "item", "pending", "fd", "lock", "size", "direct")
 
     def __init__(self, stored: str, item: Item) -> None:
         self.stored = stored
@@ -176,6 +150,8 @@ class _FileJob:
         self.pending = len(item.chunks)
         self.fd = -1
         self.lock = threading.Lock()
+        self.size = sum(size for _, size in item.chunks)
+        self.direct: Optional[DirectFile] = None
 
 
 class _RestoreBatch:
@@ -313,7 +289,7 @@ class _ParallelRestore:
                                    f"{self.manifest_id}: {reason}")
 
         try:
-            data = self.bank.backend.get_range(pack_key(batch.pack), batch.start, batch.end - batch.start)
+            data = self.bank.backend.get_range_view(pack_key(batch.pack), batch.start, batch.end - batch.start)
         except ObjectNotFound:
             raise fail(batch.chunks[0][2], f"pack {batch.pack} is missing") from None
         view = memoryview(data)
@@ -333,11 +309,17 @@ class _ParallelRestore:
     def _write(self, job: _FileJob, data, offset: int) -> None:
         with job.lock:
             if job.fd < 0:
-                job.fd = self.restorer.open_file(job.stored)
+                fd = self.restorer.open_direct_file(job.stored) if job.size >= DIRECT_RESTORE_MIN else None
+                if fd is not None:
+                    job.direct = DirectFile(fd, job.size)
+                job.fd = fd if fd is not None else self.restorer.open_file(job.stored)
                 with self.lock:
                     self.open_jobs.add(job)
             fd = job.fd
-        pwrite_sparse(fd, data, offset)
+        if job.direct is not None:
+            job.direct.pwrite(data, offset)
+        else:
+            pwrite_sparse(fd, data, offset)
         with job.lock:
             job.pending -= 1
             last = job.pending == 0
@@ -346,6 +328,10 @@ class _ParallelRestore:
         if last:
             with self.lock:
                 self.open_jobs.discard(job)
+            if job.direct is not None and job.direct.unfinished():
+                os.close(fd)
+                raise CorruptionError(f"cannot restore {job.item.path!r} from checkpoint {self.manifest_id}: "
+                                      f"its chunks do not cover the file")
             self._close(job, fd)
 
     def _close(self, job: _FileJob, fd: int) -> None:

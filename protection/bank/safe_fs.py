@@ -19,8 +19,9 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
+from . import direct_io
 from .errors import BankError
 from .manifest import TYPE_FILE, Item
 
@@ -119,8 +120,12 @@ class TreeRestorer:
     0700 and get their recorded mode in :meth:`finish`, deepest first.
     """
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, direct: Optional[bool] = None) -> None:
         self.dest = os.path.abspath(dest)
+        # Large files are written with O_DIRECT where the file system takes it (see direct_io);
+        # None: as BANK_RESTORE_DIRECT says (default on), decided by a probe at the first large file.
+        self._direct = direct if direct is not None else os.environ.get("BANK_RESTORE_DIRECT", "1") != "0"
+        self._direct_probed = direct is not None
         self.as_root = hasattr(os, "geteuid") and os.geteuid() == 0
         self.report = RestoreReport()
         self.dir_meta: List[Tuple[str, Item]] = []
@@ -210,6 +215,23 @@ class TreeRestorer:
         try:
             self._clear(dir_fd, name, stored)
             return os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        finally:
+            self._release(rel)
+
+    def open_direct_file(self, stored: str) -> Optional[int]:
+        """Like :meth:`open_file`, with ``O_DIRECT``; None when this destination does not take it."""
+        rel, _, name = stored.rpartition("/")
+        safe_parts(stored)
+        dir_fd = self._acquire(rel)
+        try:
+            with self._lock:
+                if not self._direct_probed:
+                    self._direct = self._direct and direct_io.probe(self._fds[""])
+                    self._direct_probed = True
+            if not self._direct:
+                return None
+            self._clear(dir_fd, name, stored)
+            return direct_io.open_direct(name, _FILE_FLAGS, 0o600, dir_fd)
         finally:
             self._release(rel)
 
