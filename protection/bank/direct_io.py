@@ -69,9 +69,10 @@ def _is_zero(view: memoryview) -> bool:
     return view[0] == 0 and view[-1] == 0 and view.tobytes() == _ZERO_BLOCK[:len(view)]
 
 
-def pwrite_sparse(fd: int, data, offset: int) -> None:
+def pwrite_sparse(fd: int, data, offset: int) -> bool:
     """Write ``data`` at ``offset`` (buffered) without moving the file position, leaving all-zero 64 KiB blocks as holes.
 
+    Returns whether it left a hole.
     Positional writes let several threads fill one file at once; holes need no seek because
     the file is truncated to its full size when it is closed.
     """
@@ -79,13 +80,16 @@ def pwrite_sparse(fd: int, data, offset: int) -> None:
     view = memoryview(data).cast("B")
     run_start = 0
     pos = 0
+    holes = False
     while pos < n:
         end = pos + SPARSE_BLOCK
         if end <= n and _is_zero(view[pos:end]):
             pwrite_all(fd, view[run_start:pos], offset + run_start)
             run_start = end
+            holes = True
         pos = end
     pwrite_all(fd, view[run_start:n], offset + run_start)
+    return holes
 
 
 def probe(dir_fd: int) -> bool:

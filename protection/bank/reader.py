@@ -142,7 +142,7 @@ DIRECT_RESTORE_MIN = 1024 * 1024
 class _FileJob:
     """One file (or stream) being restored: opened by the first chunk to arrive, closed by the last."""
 
-    __slots__ = ("stored", "item", "pending", "fd", "lock", "size", "direct")
+    __slots__ = ("stored", "item", "pending", "fd", "lock", "size", "direct", "mode", "mode_final", "holes")
 
     def __init__(self, stored: str, item: Item) -> None:
         self.stored = stored
@@ -152,6 +152,8 @@ class _FileJob:
         self.lock = threading.Lock()
         self.size = sum(size for _, size in item.chunks)
         self.direct: Optional[DirectFile] = None
+        self.mode, self.mode_final = 0o600, False  # what the file is created with (TreeRestorer.creation_mode)
+        self.holes = False  # a zero block was skipped: the file may end short of its size
 
 
 class _RestoreBatch:
@@ -280,8 +282,8 @@ class _ParallelRestore:
             self.slots.release()
 
     def _run_empty(self, job: _FileJob) -> None:
-        fd = self.restorer.open_file(job.stored)
-        self._close(job, fd)
+        job.mode, job.mode_final = self.restorer.creation_mode(job.item)
+        self._close(job, self.restorer.open_file(job.stored, job.mode))
 
     def _run_batch(self, batch: _RestoreBatch) -> None:
         def fail(targets, reason) -> CorruptionError:
@@ -309,17 +311,18 @@ class _ParallelRestore:
     def _write(self, job: _FileJob, data, offset: int) -> None:
         with job.lock:
             if job.fd < 0:
-                fd = self.restorer.open_direct_file(job.stored) if job.size >= DIRECT_RESTORE_MIN else None
+                job.mode, job.mode_final = self.restorer.creation_mode(job.item)
+                fd = self.restorer.open_direct_file(job.stored, job.mode) if job.size >= DIRECT_RESTORE_MIN else None
                 if fd is not None:
                     job.direct = DirectFile(fd, job.size)
-                job.fd = fd if fd is not None else self.restorer.open_file(job.stored)
+                job.fd = fd if fd is not None else self.restorer.open_file(job.stored, job.mode)
                 with self.lock:
                     self.open_jobs.add(job)
             fd = job.fd
         if job.direct is not None:
             job.direct.pwrite(data, offset)
-        else:
-            pwrite_sparse(fd, data, offset)
+        elif pwrite_sparse(fd, data, offset):
+            job.holes = True
         with job.lock:
             job.pending -= 1
             last = job.pending == 0
@@ -335,7 +338,9 @@ class _ParallelRestore:
             self._close(job, fd)
 
     def _close(self, job: _FileJob, fd: int) -> None:
-        self.restorer.close_file(fd, job.item)
+        # A direct file's last block was written whole: the truncate cuts its padding.
+        truncate = job.holes or job.direct is not None or job.size != job.item.size
+        self.restorer.close_file(fd, job.item, truncate=truncate, created_with_mode=job.mode_final)
         with self.lock:
             self.files_done += 1
 

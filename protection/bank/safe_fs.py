@@ -126,6 +126,7 @@ class TreeRestorer:
         # None: as BANK_RESTORE_DIRECT says (default on), decided by a probe at the first large file.
         self._direct = direct if direct is not None else os.environ.get("BANK_RESTORE_DIRECT", "1") != "0"
         self._direct_probed = direct is not None
+        self._umask = _current_umask()
         self.as_root = hasattr(os, "geteuid") and os.geteuid() == 0
         self.report = RestoreReport()
         self.dir_meta: List[Tuple[str, Item]] = []
@@ -206,41 +207,60 @@ class TreeRestorer:
         with self._lock:
             self.report.symlinks += 1
 
-    def open_file(self, stored: str) -> int:
+    def creation_mode(self, item: Item) -> Tuple[int, bool]:
+        """The mode to create ``item``'s file with, and whether that is already its final mode.
+
+        It is when the umask keeps the mode whole and it has no set-id or sticky bit (those are
+        set after the owner), which saves a chmod per file.
+        """
+        mode = stat_mod.S_IMODE(item.mode) if item.type == TYPE_FILE else 0o600
+        if self._umask is not None and mode & ~0o777 == 0 and mode & self._umask == 0:
+            return mode, True
+        return 0o600, False
+
+    def open_file(self, stored: str, mode: int = 0o600) -> int:
         """A new, empty file for ``stored`` (what was there is replaced), open for writing."""
-        # The hot path of a restore (once per file): no context manager, one lock round trip each way.
-        rel, _, name = stored.rpartition("/")
-        safe_parts(stored)
-        dir_fd = self._acquire(rel)
-        try:
-            self._clear(dir_fd, name, stored)
-            return os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
-        finally:
-            self._release(rel)
+        return self._create(stored, 0, mode)
 
-    def open_direct_file(self, stored: str) -> Optional[int]:
+    def open_direct_file(self, stored: str, mode: int = 0o600) -> Optional[int]:
         """Like :meth:`open_file`, with ``O_DIRECT``; None when this destination does not take it."""
+        with self._lock:
+            if not self._direct_probed:
+                self._direct = self._direct and direct_io.probe(self._fds[""])
+                self._direct_probed = True
+        if not self._direct:
+            return None
+        try:
+            return self._create(stored, direct_io.O_DIRECT, mode)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # this file system refuses O_DIRECT after all
+                return None
+            raise
+
+    def _create(self, stored: str, flags: int, mode: int) -> int:
+        # The hot path of a restore (once per file): no context manager, one lock round trip each
+        # way, and the name is cleared only when creating it finds something there.
         rel, _, name = stored.rpartition("/")
         safe_parts(stored)
         dir_fd = self._acquire(rel)
         try:
-            with self._lock:
-                if not self._direct_probed:
-                    self._direct = self._direct and direct_io.probe(self._fds[""])
-                    self._direct_probed = True
-            if not self._direct:
-                return None
-            self._clear(dir_fd, name, stored)
-            return direct_io.open_direct(name, _FILE_FLAGS, 0o600, dir_fd)
+            try:
+                return os.open(name, _FILE_FLAGS | flags, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                self._clear(dir_fd, name, stored)
+                return os.open(name, _FILE_FLAGS | flags, mode, dir_fd=dir_fd)
         finally:
             self._release(rel)
 
-    def close_file(self, fd: int, item: Item) -> None:
+    def close_file(self, fd: int, item: Item, *, truncate: bool = True, created_with_mode: bool = False) -> None:
+        """Give the written file its size (``truncate``: it may end in a hole), owner, mode and times; close it."""
         try:
-            os.ftruncate(fd, item.size)  # materialises trailing holes of sparse files
+            if truncate:
+                os.ftruncate(fd, item.size)
             if self.as_root:
                 os.fchown(fd, item.uid, item.gid)
-            os.fchmod(fd, stat_mod.S_IMODE(item.mode) if item.type == TYPE_FILE else 0o600)
+            if not created_with_mode:
+                os.fchmod(fd, stat_mod.S_IMODE(item.mode) if item.type == TYPE_FILE else 0o600)
             if item.mtime_ns:
                 os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
         finally:
@@ -265,6 +285,18 @@ class TreeRestorer:
         """Close every directory descriptor (also done when the restorer is garbage-collected)."""
         with self._lock:
             self._closer()
+
+
+def _current_umask() -> Optional[int]:
+    """The process umask, read without changing it (os.umask would, for every thread); None if unknown."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def set_directory_metadata(path: str, item: Item) -> None:

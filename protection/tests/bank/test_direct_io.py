@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 import threading
 
 import pytest
@@ -140,3 +141,27 @@ def test_restore_into_tmpfs_and_with_direct_writes_off_is_identical(local_backen
         assert restorer.open_direct_file("f") is None
     finally:
         restorer.close()
+
+
+def test_modes_the_umask_would_strip_and_set_id_bits_come_back(local_backend, tmp_path):
+    """Files are created with their final mode when the umask allows it; the others get a chmod."""
+    src = str(tmp_path / "src")
+    os.makedirs(src)
+    modes = {"shared.txt": 0o666, "setuid": 0o4755, "readonly.txt": 0o444, "plain.txt": 0o644,
+             "big-shared.bin": 0o666}
+    for name, mode in modes.items():
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(pseudo_random(2 * 1024 * 1024 if name.startswith("big") else 1000, name))
+        os.chmod(os.path.join(src, name), mode)
+    bank = new_bank(local_backend)
+    with bank.writer("m") as w:
+        w.add_tree(src)
+        w.commit()
+    dest = str(tmp_path / "dest")
+    old = os.umask(0o022)
+    try:
+        Bank.open(local_backend, PASSPHRASE, workers=2).restore_tree("m", dest)
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE(os.stat(os.path.join(dest, name)).st_mode) for name in modes} == modes
+    assert snapshot(dest) == snapshot(src)
