@@ -299,6 +299,10 @@ def main() -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="bank-bench-", dir="/tmp")
     os.makedirs(workdir, exist_ok=True)
     available = ensure_tools()
+    # Like an installed package (pip compiles on install): the bank CLI loads bytecode, not source,
+    # also where PYTHONDONTWRITEBYTECODE is set (Python still reads .pyc files then).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO_ROOT, "protection", "bank")],
+                   check=True)
     names = []
     for name in (t.strip() for t in args.tools.split(",") if t.strip()):
         if name == "bank" or name in available:
