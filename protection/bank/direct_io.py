@@ -70,11 +70,10 @@ def _is_zero(view: memoryview) -> bool:
 
 
 def pwrite_sparse(fd: int, data, offset: int) -> bool:
-    """Write ``data`` at ``offset`` (buffered) without moving the file position, leaving all-zero 64 KiB blocks as holes.
+    """Write ``data`` at ``offset`` (buffered) without moving the file position; return whether it left a hole.
 
-    Returns whether it left a hole.
-    Positional writes let several threads fill one file at once; holes need no seek because
-    the file is truncated to its full size when it is closed.
+    All-zero 64 KiB blocks are left as holes. Positional writes let several threads fill one
+    file at once; holes need no seek because the file is truncated to its size when closed.
     """
     n = len(data)
     view = memoryview(data).cast("B")
@@ -93,7 +92,7 @@ def pwrite_sparse(fd: int, data, offset: int) -> bool:
 
 
 def probe(dir_fd: int) -> bool:
-    """Whether files below ``dir_fd`` take aligned ``O_DIRECT`` writes (not tmpfs, not a stricter device)."""
+    """Whether files below ``dir_fd`` take aligned ``O_DIRECT`` writes (some file systems and devices refuse them)."""
     if not O_DIRECT:
         return False
     name = f".karbor-direct-probe-{os.getpid()}-{threading.get_ident()}"
