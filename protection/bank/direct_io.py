@@ -77,6 +77,9 @@ def pwrite_sparse(fd: int, data, offset: int) -> bool:
     """
     n = len(data)
     view = memoryview(data).cast("B")
+    if n < SPARSE_BLOCK:  # the common small file: no whole block, so no hole
+        pwrite_all(fd, view, offset)
+        return False
     run_start = 0
     pos = 0
     holes = False

@@ -35,7 +35,7 @@ MAX_CACHED_DIRS = 256
 def safe_parts(path: str) -> List[str]:
     """The components of a stored item name; BankError for absolute, empty, ``.``/``..`` or NUL names."""
     parts = path.split("/")
-    if not path or path.startswith("/") or "\x00" in path or any(p in ("", ".", "..") for p in parts):
+    if not path or "\x00" in path or "" in parts or "." in parts or ".." in parts:  # "" also: a leading "/"
         raise BankError(f"refusing unsafe path {path!r} in checkpoint")
     return parts
 
