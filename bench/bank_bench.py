@@ -6,7 +6,8 @@
 Each tool runs in its own subprocess; wall time, CPU (user+sys of the child from
 os.wait4) and peak RSS (ru_maxrss) are measured per run. All tools use encryption and
 zstd-class compression (restic ``--compression auto``, borg ``zstd,3`` repokey). The page
-cache cannot be dropped reliably, so the tree is read once first and every tool runs warm.
+cache cannot be dropped reliably, so the tree is read before each tool's run and every tool runs warm
+(borg evicts the tree it backed up; without this, the tool after it read cold data).
 
 The machine is shared and noisy, so ``--rounds N`` repeats everything N times: each round
 starts from fresh repositories and a fresh copy of the dataset, runs each phase for every
@@ -236,8 +237,10 @@ def run_round(number: int, tools: List[Tool], base: str, workdir: str, script: s
     results: Dict[Tuple[str, str], Result] = {}
 
     def phase(label: str, build) -> None:
-        warm(data)
         for tool in tools:
+            # Before each tool, not once per phase: ``borg create`` drops the tree it read from the
+            # page cache (posix_fadvise DONTNEED), which left the tool after it reading cold data.
+            warm(data)
             cmd, cwd = build(tool)
             # Write back what the previous step left dirty, so its flush does not land on this tool's fsyncs.
             os.sync()
