@@ -360,7 +360,8 @@ class _ParallelRestore:
     def _close(self, job: _FileJob, fd: int) -> None:
         # A direct file's last block was written whole: the truncate cuts its padding.
         truncate = job.holes or job.direct is not None or job.size != job.item.size
-        self.restorer.close_file(fd, job.item, truncate=truncate, created_with_mode=job.mode_final)
+        self.restorer.close_file(fd, job.item, truncate=truncate, created_with_mode=job.mode_final,
+                                 created_with_owner=self.restorer.created_with_owner(job.stored, job.item))
         with self.lock:
             self.files_done += 1
 

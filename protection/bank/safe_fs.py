@@ -128,6 +128,7 @@ class TreeRestorer:
         self._direct_probed = direct is not None
         self._umask = _current_umask()
         self.as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+        self._euid, self._egid = (os.geteuid(), os.getegid()) if self.as_root else (-1, -1)
         self.report = RestoreReport()
         self.dir_meta: List[Tuple[str, Item]] = []
         self._lock = threading.RLock()
@@ -136,6 +137,9 @@ class TreeRestorer:
         self._fds: Dict[str, int] = {}
         self._refs: Dict[str, int] = {}
         self._fds[""] = open_directory(self.dest, create=True)
+        # Directories whose new files take the directory's group (set-group-ID): there a file's
+        # recorded group must be set even when it is ours.
+        self._group_from_dir: Dict[str, bool] = {"": _sets_group(self._fds[""])}
         self._closer = weakref.finalize(self, _close_all, self._fds)
 
     # --- directory descriptors ------------------------------------------------------------
@@ -152,6 +156,8 @@ class TreeRestorer:
             finally:
                 self._release(parent_rel)
             self._fds[rel] = fd
+            if rel not in self._group_from_dir:
+                self._group_from_dir[rel] = _sets_group(fd)
             self._refs[rel] = self._refs.get(rel, 0) + 1
             return fd
 
@@ -252,12 +258,18 @@ class TreeRestorer:
         finally:
             self._release(rel)
 
-    def close_file(self, fd: int, item: Item, *, truncate: bool = True, created_with_mode: bool = False) -> None:
+    def created_with_owner(self, stored: str, item: Item) -> bool:
+        """Whether a file just created for ``item`` already has its recorded owner and group (no chown needed)."""
+        return (self.as_root and item.uid == self._euid and item.gid == self._egid
+                and not self._group_from_dir.get(stored.rpartition("/")[0], True))
+
+    def close_file(self, fd: int, item: Item, *, truncate: bool = True, created_with_mode: bool = False,
+                   created_with_owner: bool = False) -> None:
         """Give the written file its size (``truncate``: it may end in a hole), owner, mode and times; close it."""
         try:
             if truncate:
                 os.ftruncate(fd, item.size)
-            if self.as_root:
+            if self.as_root and not created_with_owner:
                 os.fchown(fd, item.uid, item.gid)
             if not created_with_mode:
                 os.fchmod(fd, stat_mod.S_IMODE(item.mode) if item.type == TYPE_FILE else 0o600)
@@ -285,6 +297,10 @@ class TreeRestorer:
         """Close every directory descriptor (also done when the restorer is garbage-collected)."""
         with self._lock:
             self._closer()
+
+
+def _sets_group(dir_fd: int) -> bool:
+    return bool(os.fstat(dir_fd).st_mode & stat_mod.S_ISGID)
 
 
 def _current_umask() -> Optional[int]:

@@ -165,3 +165,29 @@ def test_modes_the_umask_would_strip_and_set_id_bits_come_back(local_backend, tm
         os.umask(old)
     assert {name: stat.S_IMODE(os.stat(os.path.join(dest, name)).st_mode) for name in modes} == modes
     assert snapshot(dest) == snapshot(src)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="owners are restored only as root")
+def test_owners_come_back_also_where_the_chown_is_skipped(local_backend, tmp_path):
+    """As root, a file of root's own uid and gid needs no chown, unless its directory is set-group-ID."""
+    src = str(tmp_path / "src")
+    os.makedirs(os.path.join(src, "shared"))
+    os.chmod(os.path.join(src, "shared"), 0o2775)
+    owners = {"mine.txt": (0, 0), "other.txt": (1234, 5678), "shared/mine.txt": (0, 0), "shared/other.txt": (1234, 0)}
+    for name, (uid, gid) in owners.items():
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(name.encode())
+        os.chown(os.path.join(src, name), uid, gid)
+    os.chown(os.path.join(src, "shared"), 0, 4321)  # new files below it would take group 4321
+    bank = new_bank(local_backend)
+    with bank.writer("m") as w:
+        w.add_tree(src)
+        w.commit()
+    dest = str(tmp_path / "dest")
+    os.makedirs(os.path.join(dest, "shared"))
+    os.chown(os.path.join(dest, "shared"), 0, 4321)
+    os.chmod(os.path.join(dest, "shared"), 0o2775)  # the destination's directory is set-group-ID already
+    Bank.open(local_backend, PASSPHRASE, workers=2).restore_tree("m", dest)
+    got = {name: (os.stat(os.path.join(dest, name)).st_uid, os.stat(os.path.join(dest, name)).st_gid)
+           for name in owners}
+    assert got == owners
