@@ -105,15 +105,19 @@ def _big_tree(root: str) -> None:
         f.write(block * 30 + b"x")
 
 
+def _protect(backend, src: str, **bank_kwargs) -> None:
+    """Checkpoint ``src`` as manifest "m" in a new bank on ``backend``."""
+    with new_bank(backend, **bank_kwargs).writer("m") as w:
+        w.add_tree(src)
+        w.commit()
+
+
 @pytest.mark.parametrize("direct", ["1", "0"])
 def test_restore_with_and_without_direct_writes_is_identical(local_backend, tmp_path, monkeypatch, direct):
     monkeypatch.setenv("BANK_RESTORE_DIRECT", direct)
     src = str(tmp_path / "src")
     _big_tree(src)
-    bank = new_bank(local_backend, pack_size=2 * 1024 * 1024)
-    with bank.writer("m") as w:
-        w.add_tree(src)
-        w.commit()
+    _protect(local_backend, src, pack_size=2 * 1024 * 1024)
     dest = str(tmp_path / "dest")
     Bank.open(local_backend, PASSPHRASE, workers=3).restore_tree("m", dest)
     assert snapshot(dest) == snapshot(src)
@@ -126,10 +130,7 @@ def test_restore_into_tmpfs_and_with_direct_writes_off_is_identical(local_backen
         pytest.skip("no tmpfs at /dev/shm")
     src = str(tmp_path / "src")
     _big_tree(src)
-    bank = new_bank(local_backend)
-    with bank.writer("m") as w:
-        w.add_tree(src)
-        w.commit()
+    _protect(local_backend, src)
     dest = os.path.join(shm, f"karbor-direct-{os.getpid()}-{random.randrange(1 << 30)}")
     try:
         Bank.open(local_backend, PASSPHRASE, workers=2).restore_tree("m", dest)
@@ -153,10 +154,7 @@ def test_modes_the_umask_would_strip_and_set_id_bits_come_back(local_backend, tm
         with open(os.path.join(src, name), "wb") as f:
             f.write(pseudo_random(2 * 1024 * 1024 if name.startswith("big") else 1000, name))
         os.chmod(os.path.join(src, name), mode)
-    bank = new_bank(local_backend)
-    with bank.writer("m") as w:
-        w.add_tree(src)
-        w.commit()
+    _protect(local_backend, src)
     dest = str(tmp_path / "dest")
     old = os.umask(0o022)
     try:
@@ -179,10 +177,7 @@ def test_owners_come_back_also_where_the_chown_is_skipped(local_backend, tmp_pat
             f.write(name.encode())
         os.chown(os.path.join(src, name), uid, gid)
     os.chown(os.path.join(src, "shared"), 0, 4321)  # new files below it would take group 4321
-    bank = new_bank(local_backend)
-    with bank.writer("m") as w:
-        w.add_tree(src)
-        w.commit()
+    _protect(local_backend, src)
     dest = str(tmp_path / "dest")
     os.makedirs(os.path.join(dest, "shared"))
     os.chown(os.path.join(dest, "shared"), 0, 4321)
