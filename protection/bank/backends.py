@@ -79,6 +79,10 @@ def _check_key(key: str) -> None:
 class Backend(abc.ABC):
     """Interface every backend implements (both implementations live below)."""
 
+    # Whether a forked child may call it while the parent does too (restore worker processes);
+    # a client holding pooled connections (S3) may not.
+    fork_safe = False
+
     @abc.abstractmethod
     def put(self, key: str, data: Data) -> None:
         """Store ``data`` (bytes or a sequence of byte chunks) under ``key`` atomically."""
@@ -127,6 +131,8 @@ class LocalBackend(Backend):
     """A bank in a local directory: write temp file + fsync + rename, so puts are atomic."""
 
     TMP_MARK = ".tmp-"
+    # A forked process may use it: it keeps no connection or descriptor between calls.
+    fork_safe = True
 
     def __init__(self, root: Union[str, os.PathLike], fsync: bool = True, direct_writes: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(root))

@@ -120,7 +120,7 @@ class TreeRestorer:
     0700 and get their recorded mode in :meth:`finish`, deepest first.
     """
 
-    def __init__(self, dest: str, direct: Optional[bool] = None) -> None:
+    def __init__(self, dest: str, direct: Optional[bool] = None, *, root_fd: Optional[int] = None) -> None:
         self.dest = os.path.abspath(dest)
         # Large files are written with O_DIRECT where the file system takes it (see direct_io);
         # None: as BANK_RESTORE_DIRECT says (default on), decided by a probe at the first large file.
@@ -136,11 +136,19 @@ class TreeRestorer:
         # only unused ones are closed, so a descriptor number is never reused under a user.
         self._fds: Dict[str, int] = {}
         self._refs: Dict[str, int] = {}
-        self._fds[""] = open_directory(self.dest, create=True)
+        # root_fd: the destination, already opened safely (by the restorer this one works for).
+        self._fds[""] = root_fd if root_fd is not None else open_directory(self.dest, create=True)
         # Directories whose new files take the directory's group (set-group-ID): there a file's
         # recorded group must be set even when it is ours.
         self._group_from_dir: Dict[str, bool] = {"": _sets_group(self._fds[""])}
         self._closer = weakref.finalize(self, _close_all, self._fds)
+
+    def for_worker_process(self) -> "TreeRestorer":
+        """A restorer for a forked worker process: the same destination descriptor (a duplicate), settings and probe."""
+        with self._lock:
+            twin = TreeRestorer(self.dest, root_fd=os.dup(self._fds[""]))
+        twin._direct, twin._direct_probed = self._direct, self._direct_probed
+        return twin
 
     # --- directory descriptors ------------------------------------------------------------
     def _acquire(self, rel: str) -> int:

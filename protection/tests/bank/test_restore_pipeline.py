@@ -112,9 +112,11 @@ def _stream(total: int, block: int = 1 << 20):
         yield pseudo_random(block, f"block {n}")
 
 
-def test_restore_memory_does_not_grow_with_data(local_backend, tmp_path):
+def test_restore_memory_does_not_grow_with_data(local_backend, tmp_path, monkeypatch):
+    """On threads of this process, where tracemalloc sees every buffer (worker processes: test_restore_processes)."""
     import tracemalloc
 
+    monkeypatch.setenv("BANK_RESTORE_PROCESSES", "1")
     bank = new_bank(local_backend, pack_size=4 * 1024 * 1024)
     for mid, mib in (("small", 16), ("large", 96)):
         with bank.writer(mid) as w:

@@ -71,7 +71,7 @@ def test_subdirectory_swapped_for_a_symlink_mid_restore_gets_no_write_outside(ch
     dest, outside = str(tmp_path / "dest"), _outside(tmp_path)
     _restore_swapping_sub(bank, dest, outside)
     # The writes that were under way went on into the directory that was opened, wherever it is now.
-    assert sorted(os.listdir(os.path.join(dest, "sub.moved"))) <= ["f0.bin", "f1.bin", "f2.bin", "f3.bin", "nested"]
+    assert set(os.listdir(os.path.join(dest, "sub.moved"))) <= {"f0.bin", "f1.bin", "f2.bin", "f3.bin", "nested"}
 
 
 def test_destination_swapped_for_a_symlink_mid_restore_still_restores_into_the_original(checkpoint, tmp_path):
