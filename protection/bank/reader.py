@@ -10,14 +10,13 @@ files interleaved with small ones (``_in_restore_order``).
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from multiprocessing.connection import Connection, Pipe
-from multiprocessing.connection import wait as connection_wait
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .direct_io import DirectFile, pwrite_sparse
 from .errors import BankError, CorruptionError, ObjectNotFound
@@ -26,6 +25,9 @@ from .manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item
 from .safe_fs import RestoreReport, safe_parts as _safe_parts  # noqa: F401 - RestoreReport is re-exported
 from .safe_fs import TreeRestorer as _TreeRestorer
 from .writer import Progress
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 BATCH_RAW_LIMIT = 8 * 1024 * 1024
 BATCH_GAP_LIMIT = 512 * 1024
@@ -403,6 +405,9 @@ def _worker_main(tasks: Connection, results: Connection, bank, restorer: "_TreeR
     for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the restoring process's to handle
+    # What was inherited stays shared with the restoring process: a collection would write to
+    # every inherited object's page, copying them all.
+    gc.freeze()
     restorer = restorer.for_worker_process()
     while True:
         try:
@@ -455,6 +460,8 @@ class _ProcessRestore:
         self.unit_cost = 0
         self.bytes_done = 0
         self.files_done = 0
+        from multiprocessing.connection import Pipe  # here: most uses of the bank never fork
+
         parent = os.getpid()
         try:
             for _ in range(processes):
@@ -505,7 +512,9 @@ class _ProcessRestore:
 
     def _collect(self) -> None:
         """Wait for at least one answer; take every answer that has come."""
-        ready = connection_wait([worker.results for worker in self.workers if worker.busy])
+        from multiprocessing.connection import wait
+
+        ready = wait([worker.results for worker in self.workers if worker.busy])
         for worker in self.workers:
             if worker.results not in ready:
                 continue
