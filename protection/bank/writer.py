@@ -236,6 +236,9 @@ class Writer:
             # Recorded after the small files queued before it, in walk order.
             self._batch[2].append(("end", item, call))
             return
+        if not self._ops and not self._tasks_in_flight:  # nothing before it: an unchanged file of an incremental
+            self._end(item, call)
+            return
         self._ops.append(["end", item, call])
         if not self._tasks_in_flight:
             self._drain(0)
