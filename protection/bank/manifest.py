@@ -115,7 +115,9 @@ class TreeBuffer:
         self.max_size = max_size
 
     def add(self, item: Item) -> None:
-        line = item.to_json().encode("utf-8") + b"\n"
+        # A Linux file name is bytes, not always UTF-8: os gives such bytes as lone surrogates
+        # (surrogateescape), written back here as the bytes they stand for, and read back as such.
+        line = item.to_json().encode("utf-8", "surrogateescape") + b"\n"
         self._lines.append(line)
         self._size += len(line)
         if self._size >= self.max_size or (self._size >= self.min_size and zlib.crc32(line) % 16 == 0):
@@ -191,7 +193,7 @@ class Manifest:
     @staticmethod
     def _parse(data: bytes) -> Iterator[Item]:
         # One JSON array per tree chunk: a decoder call per line costs more than the line's parsing.
-        lines = [line for line in data.decode("utf-8").splitlines() if line]
+        lines = [line for line in data.decode("utf-8", "surrogateescape").split("\n") if line]
         for doc in json.loads("[" + ",".join(lines) + "]"):
             yield Item.from_doc(doc)
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 from protection.bank.manifest import TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item
+from protection.tests.bank.conftest import new_bank
 
 
 def _reference(item: Item) -> str:
@@ -46,3 +48,23 @@ def test_item_lines_equal_json_dumps_and_read_back():
         assert line == _reference(item), item
         back = Item.from_json(line)
         assert back == Item(**{**item.__dict__, "meta": item.meta or None})  # an empty meta is not written
+
+
+def test_file_names_that_are_not_utf8_or_hold_line_separators_come_back_byte_for_byte(local_backend, tmp_path):
+    """Linux names are bytes: Latin-1 names from old systems, and U+2028 / NEL, which str.splitlines splits on."""
+    src = tmp_path / "src"
+    names = [b"caf\xe9.txt", b"line\xe2\x80\xa8sep.txt", b"nel\xc2\x85.txt", b"plain.txt"]
+    os.makedirs(os.path.join(bytes(src), b"dir\xff"))
+    for name in names:
+        with open(os.path.join(bytes(src), b"dir\xff", name), "wb") as f:
+            f.write(name * 3)
+    bank = new_bank(local_backend)
+    with bank.writer("names") as w:
+        w.add_tree(str(src))
+        w.commit()
+    dest = tmp_path / "dest"
+    bank.restore_tree("names", str(dest))
+    assert sorted(os.listdir(os.path.join(bytes(dest), b"dir\xff"))) == sorted(names)
+    for name in names:
+        with open(os.path.join(bytes(dest), b"dir\xff", name), "rb") as f:
+            assert f.read() == name * 3
