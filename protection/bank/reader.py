@@ -581,8 +581,9 @@ def _in_restore_order(manifest, prefix: str) -> Iterator[Tuple[str, Item]]:
     Large files keep the disks busy and small ones the processors (a system call or two per
     file). Taken in manifest order (all of ``blobs/`` before all of ``small/``), one phase
     leaves the processors idle and the next the disks. Two passes over the item list, merged
-    by what each has restored so far (``ENTRY_COST`` per entry plus its bytes), keep both busy:
-    measured on the benchmark's tree, a third less time than one pass. A directory may now
+    by what each has restored so far (``ENTRY_COST`` per entry plus its bytes), keep both busy
+    (on the benchmark's tree, restoring its large and its small files at once took a third less
+    time than one after the other). A directory may now
     be reached by a file before its own entry: the file's parent is created ``0700``, as any
     missing parent is, and gets its recorded metadata at the end like every directory.
     """
