@@ -654,8 +654,7 @@ def restore_tree(bank, manifest_id: str, dest_dir: str, prefix: str = "",
             pipeline.abort()
             raise
         restorer.report.bytes = pipeline.bytes_done
-        if isinstance(pipeline, _ProcessRestore):
-            restorer.report.files += pipeline.files_done
+        restorer.report.files = pipeline.files_done  # closed by workers, maybe in other processes
         report_progress()
         restorer.finish()
         return restorer.report
