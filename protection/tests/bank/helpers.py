@@ -78,3 +78,20 @@ def snapshot(root: str, with_dir_mtime: bool = True) -> dict:
                 entry["mtime"] = st.st_mtime_ns
             found[rel] = entry
     return found
+
+
+def many_files_tree(root: str) -> None:
+    """make_tree, plus 12 directories of 40 small files and an empty one each, and files repeating one chunk."""
+    make_tree(root, big_mib=1)
+    for d in range(12):
+        os.makedirs(os.path.join(root, "many", f"d{d}"))
+        for n in range(40):
+            with open(os.path.join(root, "many", f"d{d}", f"f{n}.txt"), "wb") as f:
+                f.write(text(50 + 997 * n, f"{d}-{n}"))
+        open(os.path.join(root, "many", f"d{d}", "empty"), "wb").close()
+    # One file holding the same chunk many times, and another holding it too.
+    block = pseudo_random(40 * 1024, "repeated")
+    with open(os.path.join(root, "repeats.bin"), "wb") as f:
+        f.write(block * 30)
+    with open(os.path.join(root, "repeats-too.bin"), "wb") as f:
+        f.write(block * 7)

@@ -8,7 +8,7 @@ import pytest
 from protection.bank import Bank, CorruptionError, LocalBackend
 from protection.bank.index import INDEX_PREFIX, pack_key
 from protection.tests.bank.conftest import PASSPHRASE, new_bank
-from protection.tests.bank.helpers import make_tree, pseudo_random, snapshot, text
+from protection.tests.bank.helpers import many_files_tree, pseudo_random, snapshot
 
 
 class CountingBackend(LocalBackend):
@@ -24,25 +24,9 @@ class CountingBackend(LocalBackend):
         return super().get(key)
 
 
-def _many_files(root: str) -> None:
-    make_tree(root, big_mib=1)
-    for d in range(12):
-        os.makedirs(os.path.join(root, "many", f"d{d}"))
-        for n in range(40):
-            with open(os.path.join(root, "many", f"d{d}", f"f{n}.txt"), "wb") as f:
-                f.write(text(50 + 997 * n, f"{d}-{n}"))
-        open(os.path.join(root, "many", f"d{d}", "empty"), "wb").close()
-    # One file holding the same chunk many times, and another holding it too.
-    block = pseudo_random(40 * 1024, "repeated")
-    with open(os.path.join(root, "repeats.bin"), "wb") as f:
-        f.write(block * 30)
-    with open(os.path.join(root, "repeats-too.bin"), "wb") as f:
-        f.write(block * 7)
-
-
 def test_restore_of_many_files_dirs_repeats_and_holes_is_identical(local_backend, tmp_path):
     src = str(tmp_path / "src")
-    _many_files(src)
+    many_files_tree(src)
     bank = new_bank(local_backend, pack_size=256 * 1024)  # many packs: many batches in flight
     with bank.writer("m") as w:
         w.add_tree(src)
@@ -57,7 +41,7 @@ def test_restore_of_many_files_dirs_repeats_and_holes_is_identical(local_backend
 
 def test_failed_restore_names_the_item_and_leaves_no_file_open(local_backend, tmp_path):
     src = str(tmp_path / "src")
-    _many_files(src)
+    many_files_tree(src)
     with open(os.path.join(src, "victim.bin"), "wb") as f:
         f.write(pseudo_random(700_000, "victim"))
     bank = new_bank(local_backend, pack_size=128 * 1024)

@@ -14,28 +14,15 @@ from protection.bank import Bank, BankError, CorruptionError, LocalBackend
 from protection.bank import reader
 from protection.bank.index import pack_key
 from protection.tests.bank.conftest import PASSPHRASE, new_bank
-from protection.tests.bank.helpers import make_tree, pseudo_random, snapshot, text
+from protection.tests.bank.helpers import many_files_tree, pseudo_random, snapshot
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def _tree(root: str) -> None:
-    """Big files, a sparse one, symlinks and several hundred small files in many directories."""
-    make_tree(root, big_mib=3)
-    for d in range(8):
-        os.makedirs(os.path.join(root, "small", f"d{d}"))
-        for n in range(60):
-            with open(os.path.join(root, "small", f"d{d}", f"f{n}.txt"), "wb") as f:
-                f.write(text(30 + 641 * n, f"{d}-{n}"))
-        os.chmod(os.path.join(root, "small", f"d{d}", "f0.txt"), 0o640)
-    with open(os.path.join(root, "large.bin"), "wb") as f:
-        f.write(pseudo_random(5 * 1024 * 1024 + 7, "large"))
 
 
 @pytest.fixture
 def protected(local_backend, tmp_path):
     src = str(tmp_path / "src")
-    _tree(src)
+    many_files_tree(src)
     bank = new_bank(local_backend, pack_size=512 * 1024)
     with bank.writer("m") as w:
         w.add_tree(src)
@@ -82,12 +69,12 @@ def test_worker_processes_restore_the_tree_the_threads_restore(protected, tmp_pa
 def test_a_damaged_chunk_read_by_a_worker_process_names_the_file(protected, tmp_path):
     src, backend = protected
     bank = Bank.open(backend, PASSPHRASE, workers=2)
-    item = next(i for i in bank.read_manifest("m").items() if i.path == "small/d5/f33.txt")
+    item = next(i for i in bank.read_manifest("m").items() if i.path == "many/d5/f33.txt")
     loc = bank.load_lookup()[item.chunks[0][0]]
     with open(os.path.join(backend.root, *pack_key(loc.pack).split("/")), "r+b") as f:
         f.seek(loc.offset + loc.length // 2)
         f.write(b"\xff" * 8)
-    with pytest.raises(CorruptionError, match="small/d5/f33.txt"):
+    with pytest.raises(CorruptionError, match="many/d5/f33.txt"):
         bank.restore_tree("m", str(tmp_path / "dest"))
 
 
