@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Set
 
 from .backends import Backend
 from .chunker import Chunker, ChunkerParams
@@ -174,6 +174,12 @@ class Bank:
         if refresh or self._lookup is None:
             self._lookup = self._index_cache.refresh(self.backend, self.crypto, self.workers)
         return self._lookup
+
+    def load_live_chunk_ids(self) -> Set[bytes]:
+        """Refresh the lookup (as :meth:`load_lookup`) and return the ids of the chunks with a live row:
+        what a writer may deduplicate against (a tombstoned chunk may be swept by the GC under way)."""
+        self._lookup, live = self._index_cache.refresh_with_live_ids(self.backend, self.crypto, self.workers)
+        return live
 
     def read_chunk(self, chunk_id: bytes, what: str, lookup: Optional[Dict[bytes, ChunkLoc]] = None) -> bytes:
         """Fetch and verify one chunk; errors name ``what``."""

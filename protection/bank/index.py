@@ -127,15 +127,6 @@ def read_index_objects(
     return keys, rows
 
 
-def build_lookup(rows: Iterable[IndexEntry]) -> Dict[bytes, ChunkLoc]:
-    """Map chunk id -> location, ignoring tombstoned rows (writers must not dedup against them)."""
-    lookup: Dict[bytes, ChunkLoc] = {}
-    for e in rows:
-        if e.deleted_at == 0.0:
-            lookup[e.chunk_id] = ChunkLoc(e.pack, e.offset, e.length, e.raw_size)
-    return lookup
-
-
 def build_full_lookup(rows: Iterable[IndexEntry]) -> Dict[bytes, ChunkLoc]:
     """Map chunk id -> location including tombstoned rows (live rows win); for readers and check."""
     lookup: Dict[bytes, ChunkLoc] = {}
@@ -170,18 +161,27 @@ class IndexCache:
     def refresh(self, backend: Backend, crypto: Crypto, workers: int) -> Dict[bytes, ChunkLoc]:
         """Bring the lookup up to date with the bank's index objects and return it."""
         with self._lock:
-            current = {info.key for info in backend.list(INDEX_PREFIX)}
-            if not self._loaded or not self.keys <= current:
-                _, rows = read_index_objects(backend, crypto, workers, keys=current)
-                # A new dict: lookups handed out earlier stay consistent snapshots.
-                self.lookup, self._tombstoned = {}, set()
-                self._merge(rows)
-                self._loaded = True
-            elif current != self.keys:
-                _, rows = read_index_objects(backend, crypto, workers, keys=current - self.keys)
-                self._merge(rows)
-            self.keys = current
-            return self.lookup
+            return self._refresh(backend, crypto, workers)
+
+    def refresh_with_live_ids(self, backend: Backend, crypto: Crypto, workers: int) -> Tuple[Dict[bytes, ChunkLoc], Set[bytes]]:
+        """:meth:`refresh`, plus the ids that have a live row: what a writer may deduplicate against."""
+        with self._lock:
+            lookup = self._refresh(backend, crypto, workers)
+            return lookup, set(lookup).difference(self._tombstoned)
+
+    def _refresh(self, backend: Backend, crypto: Crypto, workers: int) -> Dict[bytes, ChunkLoc]:
+        current = {info.key for info in backend.list(INDEX_PREFIX)}
+        if not self._loaded or not self.keys <= current:
+            _, rows = read_index_objects(backend, crypto, workers, keys=current)
+            # A new dict: lookups handed out earlier stay consistent snapshots.
+            self.lookup, self._tombstoned = {}, set()
+            self._merge(rows)
+            self._loaded = True
+        elif current != self.keys:
+            _, rows = read_index_objects(backend, crypto, workers, keys=current - self.keys)
+            self._merge(rows)
+        self.keys = current
+        return self.lookup
 
     def _merge(self, rows: Iterable[IndexEntry]) -> None:
         lookup, tombstoned = self.lookup, self._tombstoned

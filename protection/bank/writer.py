@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import BankError
-from .index import IndexEntry, build_lookup, read_index_objects, seal_index_object
+from .index import IndexEntry, seal_index_object
 from .manifest import (
     MANIFEST_KIND, TYPE_DIR, TYPE_FILE, TYPE_STREAM, TYPE_SYMLINK, Item, Manifest, ManifestStats,
     TreeBuffer, manifest_key, validate_manifest_id,
@@ -96,10 +96,10 @@ class Writer:
         self._closed = False
         self._lease = bank.take_lease("writer")
         try:
-            # Loaded after the lease: GC either saw our lease or has finished (locks.py).
-            _, rows = read_index_objects(bank.backend, bank.crypto, bank.workers)
-            self._known: Set[bytes] = set(build_lookup(rows))
-            del rows
+            # Loaded after the lease: GC either saw our lease or has finished (locks.py). The bank's
+            # index cache reads only the index objects it has not seen, and the parent's item list
+            # below is located through the same refreshed lookup.
+            self._known: Set[bytes] = bank.load_live_chunk_ids()
             self._parent: Optional[Dict[str, Item]] = (
                 self._load_parent(parent_id) if parent_id and reuse_parent_files else None
             )

@@ -166,3 +166,35 @@ def test_add_reused_refuses_chunks_the_bank_no_longer_holds(local_backend):
         assert list(w.parent_items("x")) == []
         w.commit()
     assert [i.path for i in bank.read_manifest("only").items()] == []
+
+
+def test_a_long_lived_bank_dedups_against_other_writers_and_not_against_tombstones(local_backend):
+    """A service worker keeps its Bank open across tasks: each writer must still see what other
+    processes stored since, and stop deduplicating against what a GC tombstoned."""
+    worker_bank = new_bank(local_backend)
+    other_process = Bank.open(local_backend, PASSPHRASE, workers=2)
+    shared = pseudo_random(600_000, "shared-by-two-processes")
+    with worker_bank.writer("first") as w:
+        w.add_stream("own", [pseudo_random(200_000, "own")])
+        w.commit()
+    with other_process.writer("elsewhere") as w:
+        w.add_stream("x", [shared])
+        w.commit()
+
+    with worker_bank.writer("dedup") as w:
+        w.add_stream("x", [shared])
+        deduplicated = w.commit()
+    assert deduplicated.stats.new_bytes < 5000, "the other process's chunks were stored again"
+
+    for mid in ("elsewhere", "dedup"):
+        other_process.delete_manifest(mid)
+    lease = other_process.take_lease("reader")  # keeps the GC at tombstoning
+    try:
+        assert other_process.gc(grace_seconds=0, clock_skew=0).tombstoned_rows > 0
+    finally:
+        lease.release()
+    with worker_bank.writer("after-gc") as w:
+        w.add_stream("x", [shared])
+        after = w.commit()
+    assert after.stats.new_bytes >= len(shared), "deduplicated against chunks the GC is removing"
+    assert b"".join(worker_bank.open_item("after-gc", "x")) == shared
